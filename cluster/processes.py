@@ -1,0 +1,142 @@
+"""Background processes that `raychat up` starts and `raychat down` stops, by recorded pid only.
+
+Each service runs as the leader of a new session (`start_new_session`), and its pid is written to
+`data/run/<name>.pid`. Stopping signals that pid, its descendants and every process still in its session
+(Ray's raylet and workers, vLLM's engine processes), never anything found by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+import psutil
+
+
+class ProcessError(RuntimeError):
+    pass
+
+
+def pid_file(run_dir: Path, name: str) -> Path:
+    return run_dir / f"{name}.pid"
+
+
+def read_pid(run_dir: Path, name: str) -> int | None:
+    path = pid_file(run_dir, name)
+    try:
+        record = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    pid, started = int(record["pid"]), float(record["create_time"])
+    try:
+        proc = psutil.Process(pid)
+        # A reused pid belongs to another process: compare start times.
+        if abs(proc.create_time() - started) < 1 and proc.status() != psutil.STATUS_ZOMBIE:
+            return pid
+    except psutil.NoSuchProcess:
+        pass
+    return None
+
+
+def is_running(run_dir: Path, name: str) -> bool:
+    return read_pid(run_dir, name) is not None
+
+
+def spawn(
+    run_dir: Path,
+    name: str,
+    argv: Sequence[str],
+    *,
+    log_file: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> int:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    record = {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "argv": list(argv)}
+    pid_file(run_dir, name).write_text(json.dumps(record))
+    return proc.pid
+
+
+def _session_members(leader: int) -> list[psutil.Process]:
+    members: dict[int, psutil.Process] = {}
+    try:
+        root = psutil.Process(leader)
+        members[root.pid] = root
+        for child in root.children(recursive=True):
+            members[child.pid] = child
+    except psutil.NoSuchProcess:
+        pass
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and os.getsid(proc.pid) == leader:
+                members[proc.pid] = proc
+        except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
+            continue
+    return list(members.values())
+
+
+def stop(run_dir: Path, name: str, *, timeout: float = 20.0) -> bool:
+    """Stop a recorded service and everything in its session. True if something was running."""
+    pid = read_pid(run_dir, name)
+    path = pid_file(run_dir, name)
+    if pid is None:
+        path.unlink(missing_ok=True)
+        return False
+    members = _session_members(pid)
+    for proc in members:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(members, timeout=timeout)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    path.unlink(missing_ok=True)
+    return True
+
+
+def wait_http(url: str, *, timeout: float, ok: Sequence[int] = (200,), what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status in ok:
+                    return
+                last = f"HTTP {resp.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise ProcessError(f"{what or url} did not become ready within {timeout:.0f}s ({last})")
+
+
+def port_open(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0

@@ -1,0 +1,206 @@
+"""The root settings: each layer's section plus the cluster-level fields, from YAML and env.
+
+Precedence, highest first: keyword overrides, `RAYCHAT_*` environment variables (nested with `__`, e.g.
+`RAYCHAT_LLM__MAX_REPLICAS=4`), the YAML file (`raychat.yaml`, or the path in `RAYCHAT_CONFIG`), the
+profile (`cluster/profiles/<profile>.yaml`), then the field defaults, which run on a 2-core CPU machine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from deployments.config import AppConfig, GatewaySettings, LLMSettings, Section
+from knowledge.config import KnowledgeSettings
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+PROFILES = ("cpu", "gpu", "tier1", "tier2", "tier3")
+DEFAULT_CONFIG_FILE = "raychat.yaml"
+CONFIG_ENV = "RAYCHAT_CONFIG"
+
+
+class RaySettings(Section):
+    """The Ray cluster: a local head that `raychat up` starts, or an existing one at `address`."""
+
+    address: str | None = Field(None, description="existing cluster (host:port); None starts a local head")
+    host: str = Field("127.0.0.1", description="the local head binds here")
+    port: int = Field(6380, ge=1, le=65535, description="GCS port (6379 is left to Redis)")
+    dashboard_port: int = Field(8265, ge=1, le=65535)
+    num_cpus: float | None = Field(
+        8, gt=0, description="logical CPUs the head offers; replicas reserve fractions of them"
+    )
+    num_gpus: int = Field(0, ge=0, description="GPUs the head declares")
+    object_store_memory_mb: int = Field(1024, ge=75)
+    namespace: str = "raychat"
+    start_timeout_s: float = Field(900, gt=0, description="how long `up` waits for the app to be ready")
+
+
+class ServeSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    app_name: str = "raychat"
+
+
+class IngressSettings(Section):
+    """Reverse proxies in front of the Serve HTTP proxy."""
+
+    kind: Literal["nginx", "traefik", "both", "none"] = "nginx"
+    host: str = "127.0.0.1"
+    nginx_port: int = Field(8080, ge=1, le=65535)
+    traefik_port: int = Field(8081, ge=1, le=65535)
+    upstreams: list[str] = Field(default_factory=list, description="Serve proxies host:port; [] = serve's")
+    read_timeout_s: float = Field(600, gt=0, description="long generations stream for minutes")
+    connect_timeout_s: float = Field(5, gt=0)
+    keepalive_connections: int = Field(128, ge=1)
+    worker_processes: int = Field(1, ge=1)
+    worker_connections: int = Field(4096, ge=16)
+
+
+class RaychatSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RAYCHAT_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    profile: Literal["cpu", "gpu", "tier1", "tier2", "tier3"] = "cpu"
+    data_dir: Path = Path("data")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    ingress: IngressSettings = Field(default_factory=IngressSettings)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if _load_state["yaml"] is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=_load_state["yaml"]))
+        sources.append(_DictSource(settings_cls, _load_state["profile"]))
+        return tuple(sources)
+
+    # --- derived values ---------------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def ray_address(self) -> str:
+        return self.ray.address or f"{self.ray.host}:{self.ray.port}"
+
+    @property
+    def serve_url(self) -> str:
+        return f"http://{self.serve.host}:{self.serve.port}"
+
+    def public_url(self) -> str:
+        """The URL users are given: the first proxy in front, else Serve itself."""
+        if self.ingress.kind in ("nginx", "both"):
+            return f"http://{self.ingress.host}:{self.ingress.nginx_port}"
+        if self.ingress.kind == "traefik":
+            return f"http://{self.ingress.host}:{self.ingress.traefik_port}"
+        return self.serve_url
+
+    def app_config(self, model_path: Path) -> AppConfig:
+        return AppConfig(llm=self.llm, gateway=self.gateway, model_path=model_path, data_dir=self.data_dir)
+
+
+class _DictSource(PydanticBaseSettingsSource):
+    """A fixed mapping as a settings source (the profile's values)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+_load_state: dict[str, Any] = {"yaml": None, "profile": {}}
+
+
+class SettingsError(ValueError):
+    """Settings that cannot start the service; the message names each bad field."""
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: the top level must be a mapping")
+    return data
+
+
+def profile_values(name: str) -> dict[str, Any]:
+    if name not in PROFILES:
+        raise SettingsError(f"profile: {name!r} is not one of {', '.join(PROFILES)}")
+    return _read_yaml(PROFILES_DIR / f"{name}.yaml")
+
+
+def config_path(explicit: str | Path | None = None) -> Path | None:
+    """The YAML file in use: explicit path, $RAYCHAT_CONFIG, or ./raychat.yaml if it exists."""
+    if explicit is not None:
+        path = Path(explicit)
+    elif os.environ.get(CONFIG_ENV):
+        path = Path(os.environ[CONFIG_ENV])
+    else:
+        path = Path(DEFAULT_CONFIG_FILE)
+        if not path.exists():
+            return None
+    if not path.exists():
+        raise SettingsError(f"config file {path} does not exist")
+    return path
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> RaychatSettings:
+    """Load and validate the settings once at start; errors name the bad field and its env variable."""
+    path = config_path(config)
+    file_values = _read_yaml(path) if path else {}
+    profile = overrides.get("profile") or os.environ.get("RAYCHAT_PROFILE") or file_values.get("profile") or "cpu"
+    _load_state.update(yaml=path, profile=profile_values(str(profile)))
+    try:
+        return RaychatSettings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe_errors(exc, path)) from exc
+    finally:
+        _load_state.update(yaml=None, profile={})
+
+
+def describe_errors(exc: ValidationError, path: Path | None) -> str:
+    lines = [f"invalid settings ({path or 'no config file'}, RAYCHAT_* env):"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"])
+        env = "RAYCHAT_" + "__".join(str(p).upper() for p in err["loc"])
+        got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        lines.append(f"  {field}: {err['msg']}{got}  [env {env}]")
+    return "\n".join(lines)

