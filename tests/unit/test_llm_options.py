@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from deployments.config import LLMSettings
+from deployments.llm import deployment_options, engine_env, engine_kwargs
+
+
+def test_autoscaling_is_explicit() -> None:
+    opts = deployment_options(LLMSettings(min_replicas=2, max_replicas=4, target_ongoing_requests=8))
+    auto = opts["autoscaling_config"]
+    assert (auto["min_replicas"], auto["max_replicas"], auto["target_ongoing_requests"]) == (2, 4, 8)
+    assert opts["max_ongoing_requests"] < 1e9  # Serve LLM's default would disable scaling
+
+
+def test_engine_kwargs_from_settings() -> None:
+    kw = engine_kwargs(LLMSettings(dtype="float32", enforce_eager=True, max_num_seqs=None, quantization="fp8",
+                                   tensor_parallel_size=2, engine_kwargs={"seed": 1}))
+    assert kw["dtype"] == "float32" and kw["enforce_eager"] is True and kw["quantization"] == "fp8"
+    assert kw["tensor_parallel_size"] == 2 and kw["seed"] == 1
+    assert "max_num_seqs" not in kw  # left to vLLM's default
+    assert "gpu_memory_utilization" not in kw  # CPU engine
+    assert engine_kwargs(LLMSettings(accelerator="gpu"))["gpu_memory_utilization"] == 0.9
+
+
+def test_engine_env_keeps_caches_in_data_dir(tmp_path: Path) -> None:
+    env = engine_env(LLMSettings(cpu_kvcache_space_gib=3, cpu_omp_threads_bind="0-1"), tmp_path)
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "3" and env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
+    for key in ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR", "TMPDIR"):
+        assert env[key].startswith(str(tmp_path))
+    assert "VLLM_CPU_KVCACHE_SPACE" not in engine_env(LLMSettings(accelerator="gpu"), tmp_path)
