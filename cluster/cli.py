@@ -21,8 +21,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("down", help="stop what `up` started (keeps the data)")
     sub.add_parser("status", help="Ray nodes, deployments and replicas, ingress, URL")
     sub.add_parser("config", help="print the effective settings as JSON")
-    prep = sub.add_parser("prepare-model", help="convert and cache the bundled model; print its path")
-    prep.set_defaults(command="prepare-model")
+    sub.add_parser("prepare-model", help="convert and cache the bundled model; print its path")
+    bench = sub.add_parser("bench", help="benchmarks: `raychat bench engine [--levels 1,8,32 ...]`")
+    bench.add_argument("suite", choices=["engine"])
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -35,35 +37,44 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config, **overrides)
         if getattr(args, "ingress", None):
             settings.ingress.kind = args.ingress
-        return _run(args.command, settings)
+        return _run(args, settings)
     except (SettingsError, ModelStoreError, ProcessError) as exc:
         print(f"raychat: {exc}", file=sys.stderr)
         return 2
 
 
-def _run(command: str, settings: object) -> int:
+def _run(args: argparse.Namespace, settings: object) -> int:
     from cluster import local, model_store
     from cluster.settings import RaychatSettings
 
     assert isinstance(settings, RaychatSettings)
     local.export_environment(settings)
+    command = args.command
     if command == "config":
         print(json.dumps(settings.model_dump(mode="json"), indent=2))
     elif command == "prepare-model":
-        print(model_store.resolve_model(
-            settings.llm.model_source, settings.data_dir / "models", expected_sha256=settings.llm.model_sha256
-        ))
+        print(
+            model_store.resolve_model(
+                settings.llm.model_source,
+                settings.data_dir / "models",
+                expected_sha256=settings.llm.model_sha256,
+            )
+        )
     elif command == "up":
         url = local.up(settings)
         model = settings.llm.model_id
         print(f"\nraychat is up: {url}/v1  (OpenAI-compatible; model '{model}')\n")
         print(
             f"curl {url}/v1/chat/completions -H 'Content-Type: application/json' "
-            f"-d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'"
+            f'-d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\''
         )
     elif command == "down":
         stopped = local.down(settings)
         print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    elif command == "bench":
+        from cluster.bench import engine
+
+        return engine.main(args.bench_args, settings)
     elif command == "status":
         print(json.dumps(local.status(settings), indent=2, default=str))
     return 0

@@ -72,14 +72,24 @@ def start_ray_head(settings: RaychatSettings) -> bool:
     temp = ray_temp_dir(settings)
     temp.mkdir(parents=True, exist_ok=True)
     argv = [
-        str(ray_bin), "start", "--head", "--block",
-        "--node-ip-address", settings.ray.host,
-        "--port", str(settings.ray.port),
-        "--dashboard-host", settings.ray.host,
-        "--dashboard-port", str(settings.ray.dashboard_port),
-        "--num-gpus", str(settings.ray.num_gpus),
-        "--object-store-memory", str(settings.ray.object_store_memory_mb * 1024 * 1024),
-        "--temp-dir", str(temp),
+        str(ray_bin),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address",
+        settings.ray.host,
+        "--port",
+        str(settings.ray.port),
+        "--dashboard-host",
+        settings.ray.host,
+        "--dashboard-port",
+        str(settings.ray.dashboard_port),
+        "--num-gpus",
+        str(settings.ray.num_gpus),
+        "--object-store-memory",
+        str(settings.ray.object_store_memory_mb * 1024 * 1024),
+        "--temp-dir",
+        str(temp),
         "--disable-usage-stats",
     ]
     if settings.ray.num_cpus is not None:

@@ -186,7 +186,9 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Raychat
     """Load and validate the settings once at start; errors name the bad field and its env variable."""
     path = config_path(config)
     file_values = _read_yaml(path) if path else {}
-    profile = overrides.get("profile") or os.environ.get("RAYCHAT_PROFILE") or file_values.get("profile") or "cpu"
+    profile = (
+        overrides.get("profile") or os.environ.get("RAYCHAT_PROFILE") or file_values.get("profile") or "cpu"
+    )
     _load_state.update(yaml=path, profile=profile_values(str(profile)))
     try:
         return RaychatSettings(**overrides)

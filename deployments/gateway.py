@@ -129,7 +129,9 @@ class Gateway:
             raise APIError(500, "the engine returned no response", code="empty_response") from None
         except BackPressureError as exc:
             raise APIError(
-                503, "the LLM deployment is at capacity; retry shortly", code="overloaded",
+                503,
+                "the LLM deployment is at capacity; retry shortly",
+                code="overloaded",
                 headers={"Retry-After": "1"},
             ) from exc
         if not stream:

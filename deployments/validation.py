@@ -60,8 +60,10 @@ def check_ranges(body: dict[str, Any]) -> None:
         if value is None:
             continue
         is_int_param = name in {"max_tokens", "max_completion_tokens", "n"}
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-            is_int_param and not isinstance(value, int)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (is_int_param and not isinstance(value, int))
         ):
             kind = "an integer" if is_int_param else "a number"
             raise bad_request(f"'{name}' must be {kind}, got {json.dumps(value)}", name, "invalid_type")
@@ -116,7 +118,9 @@ def param_path(loc: tuple[object, ...]) -> str | None:
 def _from_pydantic(exc: ValidationError) -> APIError:
     first = exc.errors()[0]
     param = param_path(tuple(first.get("loc", ())))
-    return bad_request(f"{param}: {first.get('msg')}" if param else str(first.get("msg")), param, "invalid_type")
+    return bad_request(
+        f"{param}: {first.get('msg')}" if param else str(first.get("msg")), param, "invalid_type"
+    )
 
 
 def chat_request(body: dict[str, Any], served_model: str) -> ChatCompletionRequest:

@@ -61,7 +61,9 @@ def test_env() -> dict[str, str]:
 def start_stack(env: dict[str, str]) -> Stack:
     result = run_raychat(env, "up")
     if result.returncode != 0:
-        raise RuntimeError(f"raychat up failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        raise RuntimeError(
+            f"raychat up failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
     match = re.search(r"raychat is up: (http://\S+)/v1", result.stdout)
     assert match, result.stdout
     return Stack(

@@ -25,9 +25,7 @@ def render(settings: RaychatSettings, prefix: Path) -> str:
     ing = settings.ingress
     logs = settings.logs_dir
     limit = settings.gateway.max_body_bytes
-    servers = "\n".join(
-        f"        server {u} max_fails=2 fail_timeout=5s;" for u in upstreams(settings)
-    )
+    servers = "\n".join(f"        server {u} max_fails=2 fail_timeout=5s;" for u in upstreams(settings))
     too_large = (_TOO_LARGE % limit).replace("'", "\\'")
     return f"""# Rendered by raychat from settings; edits are overwritten by `raychat up`.
 daemon off;
@@ -110,7 +108,15 @@ def start(settings: RaychatSettings) -> bool:
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
     conf.write_text(render(settings, prefix))
-    argv = [str(binary()), "-p", str(prefix), "-c", str(conf), "-e", str(settings.logs_dir / "nginx-error.log")]
+    argv = [
+        str(binary()),
+        "-p",
+        str(prefix),
+        "-c",
+        str(conf),
+        "-e",
+        str(settings.logs_dir / "nginx-error.log"),
+    ]
     if processes.is_running(run_dir, NAME):
         # Same pid, new config: a reload keeps the connections it has.
         subprocess.run([*argv, "-s", "reload"], check=False, capture_output=True)

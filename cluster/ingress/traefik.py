@@ -31,8 +31,13 @@ def static_config(settings: RaychatSettings, dynamic_file: Path) -> dict[str, An
         "entryPoints": {
             "web": {
                 "address": f"{ing.host}:{ing.traefik_port}",
-                "transport": {"respondingTimeouts": {"readTimeout": timeout, "writeTimeout": timeout,
-                                                     "idleTimeout": "75s"}},
+                "transport": {
+                    "respondingTimeouts": {
+                        "readTimeout": timeout,
+                        "writeTimeout": timeout,
+                        "idleTimeout": "75s",
+                    }
+                },
             },
             "traefik": {"address": f"{ing.host}:{api_port(settings)}"},
         },
@@ -68,8 +73,10 @@ def dynamic_config(settings: RaychatSettings) -> dict[str, Any]:
             "serversTransports": {
                 "raychat": {
                     "maxIdleConnsPerHost": ing.keepalive_connections,
-                    "forwardingTimeouts": {"dialTimeout": f"{ing.connect_timeout_s:.0f}s",
-                                           "responseHeaderTimeout": f"{ing.read_timeout_s:.0f}s"},
+                    "forwardingTimeouts": {
+                        "dialTimeout": f"{ing.connect_timeout_s:.0f}s",
+                        "responseHeaderTimeout": f"{ing.read_timeout_s:.0f}s",
+                    },
                 }
             },
         }
@@ -91,7 +98,9 @@ def wait_routes(settings: RaychatSettings, timeout: float = 30) -> None:
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 routers = json.loads(resp.read())
-                if any(r.get("name", "").startswith("raychat@") and r.get("status") == "enabled" for r in routers):
+                if any(
+                    r.get("name", "").startswith("raychat@") and r.get("status") == "enabled" for r in routers
+                ):
                     return
         except OSError:
             pass
@@ -109,8 +118,12 @@ def start(settings: RaychatSettings) -> bool:
     dynamic.write_text(yaml.safe_dump(dynamic_config(settings), sort_keys=False))
     static = prefix / "traefik.yml"
     static.write_text(yaml.safe_dump(static_config(settings, dynamic), sort_keys=False))
-    argv = [binary(), f"--configfile={static}",
-            "--global.checknewversion=false", "--global.sendanonymoususage=false"]
+    argv = [
+        binary(),
+        f"--configfile={static}",
+        "--global.checknewversion=false",
+        "--global.sendanonymoususage=false",
+    ]
     processes.spawn(settings.run_dir, NAME, argv, log_file=settings.logs_dir / "traefik.out")
     wait_routes(settings)
     return True

@@ -35,8 +35,9 @@ def test_conversation_through_the_proxy(stack: Stack) -> None:
     for question in ("What is 2 + 2?", "And 3 + 3?"):
         messages.append({"role": "user", "content": question})
         text = ""
-        for chunk in client.chat.completions.create(model=MODEL, messages=messages, max_tokens=24,
-                                                    temperature=0, stream=True):
+        for chunk in client.chat.completions.create(
+            model=MODEL, messages=messages, max_tokens=24, temperature=0, stream=True
+        ):
             if chunk.choices and chunk.choices[0].delta.content:
                 text += chunk.choices[0].delta.content
         assert text.strip()

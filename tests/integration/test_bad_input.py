@@ -28,7 +28,9 @@ def assert_error(resp: httpx.Response, status: int, param: str | None = None) ->
 
 
 def test_unknown_model_404(stack: Stack) -> None:
-    error = assert_error(post(stack, "/v1/chat/completions", json={"model": "gpt-404", "messages": USER}), 404)
+    error = assert_error(
+        post(stack, "/v1/chat/completions", json={"model": "gpt-404", "messages": USER}), 404
+    )
     assert error["code"] == "model_not_found"
     assert_error(post(stack, "/v1/completions", json={"model": "gpt-404", "prompt": "x"}), 404)
     assert_error(httpx.get(f"{stack.url}/v1/models/gpt-404"), 404)
@@ -56,14 +58,21 @@ def test_invalid_parameters_400(stack: Stack, extra: dict[str, Any], param: str)
 @pytest.mark.parametrize("stream", [False, True])
 def test_prompt_longer_than_context_400(stack: Stack, stream: bool) -> None:
     long = " ".join(["word"] * 3000)  # well past the test stack's 1024-token context
-    body = {"model": MODEL, "messages": [{"role": "user", "content": long}], "max_tokens": 5, "stream": stream}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": long}],
+        "max_tokens": 5,
+        "stream": stream,
+    }
     error = assert_error(post(stack, "/v1/chat/completions", json=body), 400)
     assert "context length" in error["message"]
     assert error["code"] == "context_length_exceeded"
 
 
 def test_malformed_json_400(stack: Stack) -> None:
-    resp = post(stack, "/v1/chat/completions", content=b'{"model": ', headers={"Content-Type": "application/json"})
+    resp = post(
+        stack, "/v1/chat/completions", content=b'{"model": ', headers={"Content-Type": "application/json"}
+    )
     assert assert_error(resp, 400)["code"] == "invalid_json"
 
 

@@ -30,7 +30,9 @@ def test_up_again_is_harmless(stack: Stack) -> None:
 
 @pytest.mark.restarts_stack
 def test_make_down_then_make_up(stack: Stack) -> None:
-    down = subprocess.run(["make", "down"], cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=180)
+    down = subprocess.run(
+        ["make", "down"], cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=180
+    )
     assert down.returncode == 0, down.stderr
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{stack.url}/healthz", timeout=5)
@@ -40,6 +42,7 @@ def test_make_down_then_make_up(stack: Stack) -> None:
     assert f"raychat is up: {stack.url}/v1" in up.stdout
     reply = httpx.post(
         f"{stack.url}/v1/chat/completions",
-        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}, timeout=120,
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
+        timeout=120,
     )
     assert reply.status_code == 200

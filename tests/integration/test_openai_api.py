@@ -36,8 +36,12 @@ def test_non_streamed_chat_has_usage(client: openai.OpenAI) -> None:
 
 def test_streamed_chat_arrives_in_chunks(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Count from one to twenty."}], max_tokens=40,
-        temperature=0, stream=True, stream_options={"include_usage": True},
+        model=MODEL,
+        messages=[{"role": "user", "content": "Count from one to twenty."}],
+        max_tokens=40,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     pieces, arrivals, usage = [], [], None
     for chunk in stream:
@@ -63,7 +67,9 @@ def test_raw_sse_ends_with_done(stack: Stack) -> None:
 
 
 def test_text_completion(client: openai.OpenAI) -> None:
-    reply = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=5, temperature=0)
+    reply = client.completions.create(
+        model=MODEL, prompt="The capital of France is", max_tokens=5, temperature=0
+    )
     assert reply.choices[0].text and reply.usage and reply.usage.completion_tokens > 0
 
 

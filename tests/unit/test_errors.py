@@ -8,8 +8,12 @@ from deployments.errors import APIError, from_engine_error
 def test_body_is_openai_format() -> None:
     body = APIError(404, "no such model", param="model", code="model_not_found").body()
     assert body == {
-        "error": {"message": "no such model", "type": "invalid_request_error", "param": "model",
-                  "code": "model_not_found"}
+        "error": {
+            "message": "no such model",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
     }
 
 
@@ -22,7 +26,9 @@ def test_type_follows_status() -> None:
 def test_engine_error_keeps_status_and_flags_context_length() -> None:
     info = SimpleNamespace(
         message="This model's maximum context length is 1024 tokens. However, ...",
-        type="BadRequestError", param="input_tokens", code=400,
+        type="BadRequestError",
+        param="input_tokens",
+        code=400,
     )
     err = from_engine_error(SimpleNamespace(error=info))
     assert (err.status, err.code, err.param) == (400, "context_length_exceeded", "input_tokens")

@@ -12,7 +12,9 @@ from cluster.settings import load_settings
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     monkeypatch.chdir(tmp_path)
-    return load_settings(data_dir=tmp_path / "data", ingress={"upstreams": ["127.0.0.1:8000", "127.0.0.1:8001"]})
+    return load_settings(
+        data_dir=tmp_path / "data", ingress={"upstreams": ["127.0.0.1:8000", "127.0.0.1:8001"]}
+    )
 
 
 def test_nginx_config_is_accepted_by_nginx(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -23,8 +25,18 @@ def test_nginx_config_is_accepted_by_nginx(settings, tmp_path: Path) -> None:  #
     conf = prefix / "nginx.conf"
     conf.write_text(nginx.render(settings, prefix))
     check = subprocess.run(
-        [str(nginx.binary()), "-t", "-p", str(prefix), "-c", str(conf), "-e", str(settings.logs_dir / "e.log")],
-        capture_output=True, text=True,
+        [
+            str(nginx.binary()),
+            "-t",
+            "-p",
+            str(prefix),
+            "-c",
+            str(conf),
+            "-e",
+            str(settings.logs_dir / "e.log"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert check.returncode == 0, check.stderr
 

@@ -14,8 +14,16 @@ def test_autoscaling_is_explicit() -> None:
 
 
 def test_engine_kwargs_from_settings() -> None:
-    kw = engine_kwargs(LLMSettings(dtype="float32", enforce_eager=True, max_num_seqs=None, quantization="fp8",
-                                   tensor_parallel_size=2, engine_kwargs={"seed": 1}))
+    kw = engine_kwargs(
+        LLMSettings(
+            dtype="float32",
+            enforce_eager=True,
+            max_num_seqs=None,
+            quantization="fp8",
+            tensor_parallel_size=2,
+            engine_kwargs={"seed": 1},
+        )
+    )
     assert kw["dtype"] == "float32" and kw["enforce_eager"] is True and kw["quantization"] == "fp8"
     assert kw["tensor_parallel_size"] == 2 and kw["seed"] == 1
     assert "max_num_seqs" not in kw  # left to vLLM's default

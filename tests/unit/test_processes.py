@@ -9,7 +9,10 @@ import psutil
 from cluster import processes
 
 # A parent that starts a child in its own session-less subprocess, then waits: like `ray start --block`.
-PARENT = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+PARENT = (
+    "import subprocess, sys, time; "
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+)
 
 
 def test_stop_kills_recorded_process_and_its_children(tmp_path: Path) -> None:
@@ -35,5 +38,7 @@ def test_reused_pid_is_not_ours(tmp_path: Path) -> None:
     import os
 
     me = psutil.Process(os.getpid())
-    processes.pid_file(tmp_path, "other").write_text(f'{{"pid": {me.pid}, "create_time": {me.create_time() - 100}}}')
+    processes.pid_file(tmp_path, "other").write_text(
+        f'{{"pid": {me.pid}, "create_time": {me.create_time() - 100}}}'
+    )
     assert not processes.is_running(tmp_path, "other")

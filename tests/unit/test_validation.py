@@ -38,15 +38,26 @@ def test_unknown_model_is_404() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("temperature", -0.1), ("temperature", 2.5), ("max_tokens", 0), ("max_tokens", -3),
-     ("max_completion_tokens", 0), ("top_p", 0), ("top_p", 1.5), ("n", 0), ("presence_penalty", 3)],
+    [
+        ("temperature", -0.1),
+        ("temperature", 2.5),
+        ("max_tokens", 0),
+        ("max_tokens", -3),
+        ("max_completion_tokens", 0),
+        ("top_p", 0),
+        ("top_p", 1.5),
+        ("n", 0),
+        ("presence_penalty", 3),
+    ],
 )
 def test_out_of_range_is_400_naming_the_parameter(field: str, value: float) -> None:
     err = error_of(chat(**{field: value}))
     assert (err.status, err.param) == (400, field)
 
 
-@pytest.mark.parametrize(("field", "value"), [("temperature", "hot"), ("max_tokens", 2.5), ("max_tokens", True)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("temperature", "hot"), ("max_tokens", 2.5), ("max_tokens", True)]
+)
 def test_wrong_type_is_400(field: str, value: object) -> None:
     err = error_of(chat(**{field: value}))
     assert (err.status, err.param, err.code) == (400, field, "invalid_type")
