@@ -47,6 +47,7 @@ def runtime_env_vars(settings: RaychatSettings) -> dict[str, str]:
     }
     if settings.ray.host.startswith("127."):
         env["VLLM_HOST_IP"] = settings.ray.host
+    env.update(settings.serve.env())
     return env
 
 
@@ -224,6 +225,10 @@ def up(settings: RaychatSettings) -> str:
 
 
 def down(settings: RaychatSettings) -> list[str]:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()  # a driver still attached when the GCS goes away would be killed by Ray
     stopped = []
     for module in (nginx, traefik):
         if module.stop(settings):

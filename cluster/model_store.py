@@ -56,13 +56,15 @@ def find_bundled_gguf() -> BundledGGUF:
 def sha256_file(path: Path, *, progress: bool = False, chunk: int = 1 << 22) -> str:
     total = path.stat().st_size
     digest = hashlib.sha256()
-    done = 0
+    done, shown = 0, -1
     with path.open("rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
             done += len(block)
-            if progress:
-                _progress(f"checking {path.name}", done, total)
+            pct = 100 * done // max(total, 1)
+            if progress and pct // 10 != shown:
+                shown = pct // 10
+                _progress(f"checking sha256 of {path.name}", done, total)
     if progress:
         sys.stderr.write("\n")
     return digest.hexdigest()

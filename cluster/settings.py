@@ -49,6 +49,20 @@ class ServeSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     app_name: str = "raychat"
+    # Ray Serve's documented request-path tunings (the parts of RAY_SERVE_THROUGHPUT_OPTIMIZED that keep
+    # the HTTP proxy): gRPC between deployments, user code on the replica's event loop, buffered
+    # request-path logs. Measured here: fewer CPU cycles per streamed token on a 2-core host.
+    throughput_tuning: bool = True
+
+    def env(self) -> dict[str, str]:
+        if not self.throughput_tuning:
+            return {}
+        return {
+            "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+            "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+            "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+            "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+        }
 
 
 class IngressSettings(Section):

@@ -48,7 +48,9 @@ class LLMSettings(Section):
     max_queued_requests: int = Field(256, ge=-1, description="-1: unbounded")
     upscale_delay_s: float = Field(5, ge=0)
     downscale_delay_s: float = Field(30, ge=0)
-    stream_batching_interval_ms: float = Field(50, ge=0, description="Serve LLM's stream chunk batching")
+    stream_batching_interval_ms: float = Field(
+        100, ge=0, description="Serve LLM groups streamed chunks per interval: fewer messages per token"
+    )
     engine_kwargs: dict[str, object] = Field(default_factory=dict, description="extra vLLM engine args")
 
     @model_validator(mode="after")
