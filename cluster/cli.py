@@ -22,6 +22,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="Ray nodes, deployments and replicas, ingress, URL")
     sub.add_parser("config", help="print the effective settings as JSON")
     sub.add_parser("prepare-model", help="convert and cache the bundled model; print its path")
+    kb = sub.add_parser("kb", help="knowledge bases: `kb ingest NAME PATH...`, `kb sync NAME FOLDER`")
+    kb_sub = kb.add_subparsers(dest="kb_command", required=True)
+    ingest = kb_sub.add_parser("ingest", help="ingest files/folders in parallel (creates the KB if needed)")
+    ingest.add_argument("name")
+    ingest.add_argument("paths", nargs="+")
+    sync = kb_sub.add_parser("sync", help="one folder-sync pass: add, replace, mark deleted")
+    sync.add_argument("name")
+    sync.add_argument("folder")
     bench = sub.add_parser("bench", help="benchmarks: `raychat bench engine [--levels 1,8,32 ...]`")
     bench.add_argument("suite", choices=["engine"])
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
@@ -71,6 +79,28 @@ def _run(args: argparse.Namespace, settings: object) -> int:
     elif command == "down":
         stopped = local.down(settings)
         print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    elif command == "kb":
+        from cluster import kb
+
+        local.connect(settings)
+        if args.kb_command == "ingest":
+            summary = kb.ingest_paths(settings, args.name, args.paths)
+            print(json.dumps(summary))
+            return 0 if summary["failed"] == 0 else 1
+        report = kb.sync_once(settings, args.name, args.folder)
+        print(
+            json.dumps(
+                {
+                    "added": report.added,
+                    "modified": report.modified,
+                    "deleted": report.deleted,
+                    "unchanged": report.unchanged,
+                    "failed": report.failed,
+                },
+                ensure_ascii=False,
+            )
+        )
+        return 0 if not report.failed else 1
     elif command == "bench":
         from cluster.bench import engine
 

@@ -131,7 +131,9 @@ def connect(settings: RaychatSettings) -> None:
 
 def _config_digest(app_config: dict[str, Any]) -> str:
     code = hashlib.sha256()
-    for path in sorted((project_root() / "deployments").glob("*.py")):
+    for path in sorted(
+        [*(project_root() / "deployments").glob("*.py"), *(project_root() / "knowledge").glob("*.py")]
+    ):
         code.update(path.read_bytes())
     code.update(json.dumps(app_config, sort_keys=True).encode())
     return code.hexdigest()
@@ -216,6 +218,9 @@ def up(settings: RaychatSettings) -> str:
     start_ray_head(settings)
     connect(settings)
     deploy(settings, model_path)
+    from cluster.kb import start_sync_actor
+
+    start_sync_actor(settings)  # knowledge bases with a source_folder follow it from now on
     for module in ingress_modules(settings):
         if module.start(settings):
             say(f"{module.NAME} started")

@@ -141,7 +141,13 @@ class RaychatSettings(BaseSettings):
         return self.serve_url
 
     def app_config(self, model_path: Path) -> AppConfig:
-        return AppConfig(llm=self.llm, gateway=self.gateway, model_path=model_path, data_dir=self.data_dir)
+        return AppConfig(
+            llm=self.llm,
+            gateway=self.gateway,
+            knowledge=self.knowledge,
+            model_path=model_path,
+            data_dir=self.data_dir,
+        )
 
 
 class _DictSource(PydanticBaseSettingsSource):

@@ -7,19 +7,30 @@ from typing import Any
 from ray.serve.deployment import Application
 
 from deployments.config import AppConfig
+from deployments.embedding import EmbeddingDeployment
 from deployments.gateway import Gateway
 from deployments.llm import build_llm_app
+from deployments.retriever import Retriever
 
 
 def build_app(config: AppConfig | dict[str, Any]) -> Application:
     cfg = AppConfig.model_validate(config)
     llm_app = build_llm_app(cfg.llm, cfg.model_path, cfg.data_dir)
+    knowledge = cfg.knowledge.model_dump(mode="json")
+    embedding = EmbeddingDeployment.options(
+        num_replicas=cfg.knowledge.embedding_replicas,
+        ray_actor_options={"num_cpus": 0.25, "runtime_env": {"env_vars": {"HF_HUB_OFFLINE": "1"}}},
+    ).bind(knowledge)
+    # One retriever replica: the single writer of the LanceDB tables on this node's disk.
+    retriever = Retriever.options(num_replicas=1, ray_actor_options={"num_cpus": 0.25}).bind(
+        embedding, knowledge, str(cfg.store_dir)
+    )
     gateway = Gateway.options(
         num_replicas=cfg.gateway.num_replicas,
         max_ongoing_requests=cfg.gateway.max_ongoing_requests,
         ray_actor_options={"num_cpus": cfg.gateway.num_cpus},
     )
-    return gateway.bind(llm_app, cfg.model_dump(mode="json"))
+    return gateway.bind(llm_app, embedding, retriever, cfg.model_dump(mode="json"))
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from knowledge.config import KnowledgeSettings
+
 
 class Section(BaseModel):
     # A misspelt key in raychat.yaml is an error, not a silently ignored setting.
@@ -86,5 +88,10 @@ class AppConfig(Section):
 
     llm: LLMSettings = Field(default_factory=LLMSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
     model_path: Path = Field(description="resolved local model directory vLLM loads")
     data_dir: Path
+
+    @property
+    def store_dir(self) -> Path:
+        return self.knowledge.store_dir or self.data_dir / "knowledge"

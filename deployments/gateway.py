@@ -23,6 +23,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments import validation
 from deployments.config import AppConfig
 from deployments.errors import APIError, from_engine_error, install_error_handlers
+from deployments.knowledge_api import KnowledgeAPI
 
 log = logging.getLogger("raychat.gateway")
 
@@ -63,14 +64,35 @@ def _error_event(error: Any) -> str:
     return f"data: {json.dumps(from_engine_error(error).body())}\n\n"
 
 
+def _with_sources(batch: Any, sources: list[dict[str, Any]]) -> list[Any]:
+    """Put `sources` into the first SSE event of a stream (OpenAI clients keep unknown chunk fields)."""
+    items = list(batch) if isinstance(batch, list) else [batch]
+    if items and isinstance(items[0], str) and items[0].startswith("data: {"):
+        event = json.loads(items[0][len("data: ") :])
+        event["sources"] = sources
+        items[0] = f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+    return items
+
+
 @serve.deployment(name="Gateway")
 @serve.ingress(app)
 class Gateway:
-    def __init__(self, llm: DeploymentHandle, config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        llm: DeploymentHandle,
+        embedding: DeploymentHandle,
+        retriever: DeploymentHandle,
+        config: dict[str, Any],
+    ) -> None:
         self._config = AppConfig.model_validate(config)
         self._llm = llm
+        self._embedding = embedding
+        self._kb = KnowledgeAPI(embedding, retriever, self._config.knowledge)
         self._model_id = self._config.llm.model_id
         self._created = int(time.time())
+
+    async def _json_body(self, request: Request) -> dict[str, Any]:
+        return validation.parse_json_object(await read_body(request, self._config.gateway.max_body_bytes))
 
     # --- health -----------------------------------------------------------------------------------
     @app.get("/healthz")
@@ -111,17 +133,34 @@ class Gateway:
     # --- generation -------------------------------------------------------------------------------
     @app.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
-        body = validation.parse_json_object(await read_body(request, self._config.gateway.max_body_bytes))
+        body = await self._json_body(request)
+        sources = None
+        if "knowledge_base" in body:
+            # Extension fields; with a knowledge base, `top_k` is the retrieval depth, not sampling top-k.
+            kb = self._kb.check_name(body.pop("knowledge_base"), "knowledge_base")
+            top_k, mode = body.pop("top_k", None), body.pop("search_mode", None)
+            validation.check_messages(body)
+            question = next(
+                (
+                    m.get("content")
+                    for m in reversed(body["messages"])
+                    if m.get("role") == "user" and isinstance(m.get("content"), str)
+                ),
+                "",
+            )
+            context, sources = await self._kb.context_for(kb, question, top_k=top_k, mode=mode)
+            body["messages"] = self._kb.rag_messages(body["messages"], context)
         chat = validation.chat_request(body, self._model_id)
-        return await self._generate("chat", chat, bool(chat.stream))
+        return await self._generate("chat", chat, bool(chat.stream), sources)
 
     @app.post("/v1/completions")
     async def completions(self, request: Request) -> Response:
-        body = validation.parse_json_object(await read_body(request, self._config.gateway.max_body_bytes))
-        completion = validation.completion_request(body, self._model_id)
+        completion = validation.completion_request(await self._json_body(request), self._model_id)
         return await self._generate("completions", completion, bool(completion.stream))
 
-    async def _generate(self, method: str, request: Any, stream: bool) -> Response:
+    async def _generate(
+        self, method: str, request: Any, stream: bool, sources: list[dict[str, Any]] | None = None
+    ) -> Response:
         responses = getattr(self._llm.options(stream=True), method).remote(request)
         try:
             first = await responses.__anext__()
@@ -137,9 +176,14 @@ class Gateway:
         if not stream:
             if _is_error(first):
                 raise from_engine_error(first)
-            return JSONResponse(first.model_dump(mode="json", exclude_none=True))
+            answer = first.model_dump(mode="json", exclude_none=True)
+            if sources is not None:
+                answer["sources"] = sources
+            return JSONResponse(answer)
         if isinstance(first, list) and first and _is_error(first[0]):
             raise from_engine_error(first[0])
+        if sources is not None:
+            first = _with_sources(first, sources)
         return StreamingResponse(
             self._relay(first, responses),
             media_type="text/event-stream",
@@ -155,3 +199,104 @@ class Gateway:
             log.exception("stream failed")
             body = APIError(500, f"generation failed: {type(exc).__name__}", code="stream_error").body()
             yield f"data: {json.dumps(body)}\n\ndata: [DONE]\n\n"
+
+    # --- embeddings and knowledge bases -------------------------------------------------------------
+    @app.post("/v1/embeddings")
+    async def embeddings(self, request: Request) -> dict[str, Any]:
+        body = await self._json_body(request)
+        texts = body.get("input")
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+            raise APIError(
+                400,
+                "'input' must be a non-empty string or array of non-empty strings",
+                param="input",
+                code="invalid_value",
+            )
+        served = self._config.knowledge.embedding_model_id
+        model = body.get("model") or served
+        if model != served:
+            raise APIError(
+                404,
+                f"The embedding model '{model}' does not exist. Available: {served}",
+                param="model",
+                code="model_not_found",
+            )
+        vectors, tokens = await asyncio.gather(
+            self._embedding.embed.remote(texts), self._embedding.count_tokens.remote(texts)
+        )
+        return {
+            "object": "list",
+            "model": served,
+            "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    @app.get("/v1/knowledge_bases")
+    async def list_knowledge_bases(self) -> dict[str, Any]:
+        return {"object": "list", "data": await self._kb.store("list_kbs")}
+
+    @app.post("/v1/knowledge_bases", status_code=201)
+    async def create_knowledge_base(self, request: Request) -> JSONResponse:
+        body = await self._json_body(request)
+        name = self._kb.check_name(body.get("name"))
+        description = body.get("description") or ""
+        folder = body.get("source_folder")
+        if not isinstance(description, str) or (folder is not None and not isinstance(folder, str)):
+            raise APIError(400, "'description' and 'source_folder' must be strings", code="invalid_type")
+        created = await self._kb.store("create_kb", name, description, folder)
+        return JSONResponse(created, status_code=201)
+
+    @app.delete("/v1/knowledge_bases/{name}")
+    async def delete_knowledge_base(self, name: str) -> dict[str, Any]:
+        await self._kb.store("delete_kb", self._kb.check_name(name))
+        return {"name": name, "deleted": True}
+
+    @app.get("/v1/knowledge_bases/{name}/documents")
+    async def list_documents(self, name: str) -> dict[str, Any]:
+        return {"object": "list", "data": await self._kb.store("documents", self._kb.check_name(name))}
+
+    @app.post("/v1/knowledge_bases/{name}/documents")
+    async def upload_documents(self, name: str, request: Request) -> dict[str, Any]:
+        self._kb.check_name(name)
+        limit = max(self._config.gateway.max_body_bytes, self._config.knowledge.max_file_bytes)
+        if int(request.headers.get("content-length") or 0) > limit:
+            raise APIError(413, f"upload exceeds the limit of {limit} bytes", code="request_too_large")
+        try:
+            form = await request.form(max_files=1000)
+        except Exception as exc:  # not multipart, or a broken body
+            raise APIError(
+                400,
+                f"expected multipart/form-data with field 'files': {exc}",
+                param="files",
+                code="invalid_multipart",
+            ) from exc
+        files = [
+            (f.filename or "unnamed", await f.read()) for f in form.getlist("files") if hasattr(f, "read")
+        ]
+        return {"object": "list", "data": await self._kb.upload(name, files)}
+
+    @app.delete("/v1/knowledge_bases/{name}/documents/{document:path}")
+    async def delete_document(self, name: str, document: str) -> dict[str, Any]:
+        if not await self._kb.store("delete_document", self._kb.check_name(name), document):
+            raise APIError(
+                404,
+                f"document {document!r} is not in knowledge base {name!r}",
+                param="document",
+                code="document_not_found",
+            )
+        return {"document": document, "deleted": True}
+
+    @app.post("/v1/knowledge_bases/{name}/search")
+    async def search(self, name: str, request: Request) -> dict[str, Any]:
+        body = await self._json_body(request)
+        hits = await self._kb.search(
+            name,
+            body.get("query"),
+            top_k=body.get("top_k"),
+            mode=body.get("mode"),
+            score_threshold=body.get("score_threshold"),
+            filters=body.get("filter"),
+        )
+        return {"object": "list", "data": hits}

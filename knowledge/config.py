@@ -1,8 +1,11 @@
-"""The knowledge layer's section of the settings (splitting, store location, embedding model)."""
+"""The knowledge layer's section of the settings: splitting, store location, embedding model, search."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class KnowledgeSettings(BaseModel):
@@ -10,3 +13,35 @@ class KnowledgeSettings(BaseModel):
 
     chunk_size: int = Field(750, ge=50, description="characters per chunk, as Langchain-Chatchat")
     chunk_overlap: int = Field(150, ge=0)
+    store_dir: Path | None = Field(None, description="LanceDB directory; default <data_dir>/knowledge")
+    embedding_model: str = Field("bundled", description="'bundled' (all-MiniLM-L6-v2) or a local model dir")
+    embedding_model_id: str = Field(
+        "all-MiniLM-L6-v2", min_length=1, description="name /v1/embeddings serves"
+    )
+    embedding_threads: int = Field(1, ge=1)
+    embedding_max_batch_size: int = Field(64, ge=1, description="@serve.batch max_batch_size")
+    embedding_batch_wait_s: float = Field(0.01, ge=0, description="@serve.batch batch_wait_timeout_s")
+    embedding_replicas: int = Field(1, ge=1)
+    max_file_bytes: int = Field(50 * 1024 * 1024, ge=1024, description="uploads over this get 413")
+    fts_tokenizer: Literal["ngram", "simple", "whitespace"] = Field(
+        "ngram", description="ngram suits Chinese (no spaces); simple suits Latin-only corpora"
+    )
+    rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant")
+    vector_index_min_rows: int = Field(20000, ge=256, description="build an ANN index from this many rows")
+    default_top_k: int = Field(5, ge=1, le=100)
+    score_threshold: float | None = Field(None, description="drop hits scoring below this")
+    sync_debounce_ms: int = Field(500, ge=0)
+    prompt_template: str = Field(
+        "Use the following context to answer the question. If the context does not contain the answer, "
+        "say that you do not know.\n\nContext:\n{context}\n\nQuestion: {question}",
+        description="RAG prompt; must contain {context} and {question}",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> KnowledgeSettings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        for key in ("{context}", "{question}"):
+            if key not in self.prompt_template:
+                raise ValueError(f"prompt_template must contain {key}")
+        return self

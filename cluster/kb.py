@@ -1,0 +1,203 @@
+"""Knowledge bases from the operator's side: `raychat kb ingest|sync`, and the in-cluster folder sync.
+
+Everything goes through the running app's Embedding and Retriever deployments, so the CLI, the folder
+sync actor and the HTTP API write the same tables the same way. File parsing runs in Ray tasks
+(`KnowledgeAPI.upload`), spread over the cluster's nodes; embeddings are batched by the deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from cluster.settings import RaychatSettings
+from knowledge.config import KnowledgeSettings
+from knowledge.loaders import supported
+from knowledge.watcher import FolderWatcher, SyncReport, sync_folder
+
+SYNC_ACTOR = "raychat-kb-sync"
+
+
+def _api(app_name: str, knowledge: KnowledgeSettings) -> Any:
+    from ray import serve
+
+    from deployments.knowledge_api import KnowledgeAPI
+
+    return KnowledgeAPI(
+        serve.get_deployment_handle("Embedding", app_name=app_name),
+        serve.get_deployment_handle("Retriever", app_name=app_name),
+        knowledge,
+    )
+
+
+class StoreClient:
+    """The two store calls folder sync needs, made through the Retriever deployment."""
+
+    def __init__(self, api: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.api, self.loop = api, loop
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=600)
+
+    def content_hashes(self, kb: str) -> dict[str, str]:
+        return self._run(self.api.store("content_hashes", kb))
+
+    def delete_document(self, kb: str, doc: str) -> bool:
+        return bool(self._run(self.api.store("delete_document", kb, doc)))
+
+    def ingest(self, kb: str, name: str, data: bytes, source: str) -> str:
+        try:
+            result = self._run(self.api.upload(kb, [(name, data)]))[0]
+        except Exception as exc:  # an APIError (type, size) fails this file only
+            return f"failed: {getattr(exc, 'message', exc)}"
+        return result["status"] if result["status"] != "failed" else f"failed: {result.get('error')}"
+
+
+def _loop_thread() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True, name="kb-client-loop").start()
+    return loop
+
+
+def collect_files(paths: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files += [p for p in sorted(path.rglob("*")) if p.is_file() and supported(p)]
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{raw}: no such file or directory")
+    return files
+
+
+def ingest_paths(
+    settings: RaychatSettings, kb: str, paths: list[str], *, batch: int = 8, create: bool = True
+) -> dict[str, int]:
+    """`raychat kb ingest NAME PATH...`: parallel parse, batched embedding, progress, a summary."""
+    api = _api(settings.serve.app_name, settings.knowledge)
+    files = collect_files(paths)
+    summary = {"ingested": 0, "unchanged": 0, "failed": 0, "chunks": 0}
+
+    async def run() -> None:
+        names = {k["name"] for k in await api.store("list_kbs")}
+        if kb not in names:
+            if not create:
+                raise SystemExit(f"knowledge base {kb!r} does not exist")
+            await api.store("create_kb", kb, "", None)
+        started = time.monotonic()
+        for offset in range(0, len(files), batch):
+            group = files[offset : offset + batch]
+            items = [(_display_name(p, paths), p.read_bytes()) for p in group]
+            try:
+                results = await api.upload(kb, items)
+            except Exception as exc:  # unsupported type or too large: report and go on with the rest
+                results = [
+                    {"document": n, "status": "failed", "error": getattr(exc, "message", str(exc))}
+                    for n, _ in items
+                ]
+            for result in results:
+                summary[result["status"]] += 1
+                summary["chunks"] += int(result.get("chunks", 0))
+                if result["status"] == "failed":
+                    print(f"  failed {result['document']}: {result.get('error')}", file=sys.stderr)
+            done = offset + len(group)
+            rate = summary["chunks"] / max(time.monotonic() - started, 1e-6)
+            print(
+                f"\r  [{done}/{len(files)}] files, {summary['chunks']} chunks ({rate:.0f} chunks/s)",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+        print(file=sys.stderr)
+
+    asyncio.run(run())
+    return summary
+
+
+def _display_name(path: Path, roots: list[str]) -> str:
+    for root in roots:
+        base = Path(root)
+        if base.is_dir():
+            try:
+                return path.resolve().relative_to(base.resolve()).as_posix()
+            except ValueError:
+                continue
+    return path.name
+
+
+def sync_once(settings: RaychatSettings, kb: str, folder: str) -> SyncReport:
+    """`raychat kb sync NAME FOLDER`: one pass, the same comparison the in-cluster watcher makes."""
+    client = StoreClient(_api(settings.serve.app_name, settings.knowledge), _loop_thread())
+    return sync_folder(client, kb, Path(folder), client.ingest)  # type: ignore[arg-type]
+
+
+@ray.remote(num_cpus=0)
+class KnowledgeSync:
+    """Watches the source folder of every knowledge base that has one (detached; `raychat up` starts it)."""
+
+    def __init__(self, app_name: str, knowledge: dict[str, Any], poll_s: float = 2.0) -> None:
+        self._settings = KnowledgeSettings.model_validate(knowledge)
+        self._app_name = app_name
+        self._poll_s = poll_s
+        self._watchers: dict[str, FolderWatcher] = {}
+        self._reports: dict[str, dict[str, Any]] = {}
+        self._loop = _loop_thread()
+        threading.Thread(target=self._supervise, daemon=True, name="kb-sync-supervisor").start()
+
+    def _supervise(self) -> None:
+        api = _api(self._app_name, self._settings)
+        client = StoreClient(api, self._loop)
+        while True:
+            try:
+                kbs = {k["name"]: k for k in client._run(api.store("list_kbs"))}
+                for name, info in kbs.items():
+                    folder = info.get("source_folder")
+                    if folder and name not in self._watchers:
+                        watcher = FolderWatcher(
+                            client,
+                            name,
+                            Path(folder),
+                            client.ingest,  # type: ignore[arg-type]
+                            debounce_ms=self._settings.sync_debounce_ms,
+                            on_report=lambda r, n=name: self._record(n, r),
+                        )
+                        watcher.start()
+                        self._watchers[name] = watcher
+                for name in list(self._watchers):
+                    if name not in kbs:
+                        self._watchers.pop(name).stop()
+            except Exception as exc:  # the app may be (re)deploying: try again next round
+                print(f"kb sync supervisor: {type(exc).__name__}: {exc}", file=sys.stderr)
+            time.sleep(self._poll_s)
+
+    def _record(self, name: str, report: SyncReport) -> None:
+        self._reports[name] = {
+            "at": time.time(),
+            "added": report.added,
+            "modified": report.modified,
+            "deleted": report.deleted,
+            "failed": report.failed,
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {
+            name: {"passes": w.passes, "folder": str(w.folder), "last": self._reports.get(name)}
+            for name, w in self._watchers.items()
+        }
+
+
+def start_sync_actor(settings: RaychatSettings) -> Any:
+    return KnowledgeSync.options(
+        name=SYNC_ACTOR,
+        namespace=settings.ray.namespace,
+        lifetime="detached",
+        get_if_exists=True,
+    ).remote(settings.serve.app_name, settings.knowledge.model_dump(mode="json"))

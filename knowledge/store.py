@@ -1,0 +1,424 @@
+"""Knowledge-base tables on LanceDB: one table per knowledge base, rows keyed by (document, chunk).
+
+Writes are single LanceDB commits, so readers (which see one table version) never see a half-done change:
+- replacing a document is one `merge_insert` that inserts the new chunks and deletes the old ones of that
+  document in the same commit (no query sees both versions, or neither);
+- deleting a document is one `update` that marks its rows `deleted`; every query filters them out at once,
+  and `compact()` removes them for good later.
+Search modes: `vector` (cosine), `fulltext` (BM25 on a LanceDB FTS index) and `hybrid` (both, fused by
+reciprocal rank). Every search takes top_k, an optional score threshold and an equality metadata filter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import lancedb
+import pyarrow as pa
+
+SearchMode = Literal["vector", "fulltext", "hybrid"]
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9\u4e00-\u9fff][A-Za-z0-9_\-\u4e00-\u9fff]{0,63}$")
+FILTERABLE = ("doc_id", "source", "title", "format")
+_META_FILE = "knowledge_bases.json"
+
+
+class StoreError(ValueError):
+    pass
+
+
+class KnowledgeBaseNotFound(StoreError):
+    pass
+
+
+class InvalidName(StoreError):
+    pass
+
+
+def check_name(name: str) -> str:
+    """Knowledge-base names become table names: no path separators, `..`, or over 64 characters."""
+    if not isinstance(name, str) or not name:
+        raise InvalidName("knowledge base name must not be empty")
+    if len(name) > 64:
+        raise InvalidName(f"knowledge base name is {len(name)} characters; at most 64")
+    if "/" in name or "\\" in name or ".." in name or not NAME_PATTERN.match(name):
+        raise InvalidName(
+            f"invalid knowledge base name {name!r}: letters, digits, CJK, '_' and '-' only, starting "
+            "with a letter or digit"
+        )
+    return name
+
+
+def _quote(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+@dataclass
+class ChunkRecord:
+    chunk: int
+    text: str
+    vector: Sequence[float]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Hit:
+    text: str
+    score: float
+    document: str
+    chunk: int
+    metadata: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "score": self.score,
+            "document": self.document,
+            "chunk": self.chunk,
+            "metadata": self.metadata,
+        }
+
+
+def schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.string()),
+            pa.field("doc_id", pa.string()),
+            pa.field("chunk", pa.int32()),
+            pa.field("text", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), dim)),
+            pa.field("content_hash", pa.string()),
+            pa.field("deleted", pa.bool_()),
+            pa.field("source", pa.string()),
+            pa.field("title", pa.string()),
+            pa.field("format", pa.string()),
+            pa.field("metadata", pa.string()),
+            pa.field("updated_at", pa.float64()),
+        ]
+    )
+
+
+class KnowledgeStore:
+    """All knowledge bases under one directory."""
+
+    def __init__(
+        self,
+        root: Path,
+        dim: int,
+        *,
+        fts_tokenizer: str = "ngram",
+        rrf_k: int = 60,
+        vector_index_min_rows: int = 20000,
+    ) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.dim = dim
+        self.fts_tokenizer = fts_tokenizer
+        self.rrf_k = rrf_k
+        self.vector_index_min_rows = vector_index_min_rows
+        self._db = lancedb.connect(str(self.root))
+        self._lock = threading.RLock()  # one writer per process; LanceDB resolves across processes
+
+    # --- knowledge bases --------------------------------------------------------------------------
+    def _meta_path(self) -> Path:
+        return self.root / _META_FILE
+
+    def _read_meta(self) -> dict[str, dict[str, Any]]:
+        try:
+            return json.loads(self._meta_path().read_text())
+        except FileNotFoundError:
+            return {}
+
+    def _write_meta(self, meta: dict[str, dict[str, Any]]) -> None:
+        tmp = self._meta_path().with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta, ensure_ascii=False, indent=1))
+        tmp.replace(self._meta_path())  # atomic: a crash never leaves half a registry
+
+    def list_kbs(self) -> list[dict[str, Any]]:
+        return [{"name": name, **info} for name, info in sorted(self._read_meta().items())]
+
+    def get_kb(self, name: str) -> dict[str, Any]:
+        check_name(name)
+        meta = self._read_meta()
+        if name not in meta:
+            raise KnowledgeBaseNotFound(f"knowledge base {name!r} does not exist")
+        return {"name": name, **meta[name]}
+
+    def create_kb(self, name: str, description: str = "", source_folder: str | None = None) -> dict[str, Any]:
+        check_name(name)
+        with self._lock:
+            meta = self._read_meta()
+            if name in meta:
+                raise StoreError(f"knowledge base {name!r} already exists")
+            self._db.create_table(self._table_name(name), schema=schema(self.dim), exist_ok=True)
+            meta[name] = {
+                "description": description,
+                "source_folder": source_folder,
+                "created_at": time.time(),
+                "version": 0,
+                "dim": self.dim,
+            }
+            self._write_meta(meta)
+        return {"name": name, **meta[name]}
+
+    def delete_kb(self, name: str) -> None:
+        self.get_kb(name)
+        with self._lock:
+            meta = self._read_meta()
+            meta.pop(name, None)
+            self._write_meta(meta)
+            self._db.drop_table(self._table_name(name), ignore_missing=True)
+
+    def version(self, name: str) -> int:
+        return int(self.get_kb(name)["version"])
+
+    def _bump(self, name: str) -> None:
+        meta = self._read_meta()
+        if name in meta:
+            meta[name]["version"] = int(meta[name].get("version", 0)) + 1
+            self._write_meta(meta)
+
+    @staticmethod
+    def _table_name(name: str) -> str:
+        if name.isascii():
+            return f"kb_{name}"
+        # LanceDB table names are ASCII: a CJK name maps to a stable digest of itself.
+        return "kbx_" + hashlib.sha256(name.encode()).hexdigest()[:24]
+
+    def _table(self, name: str) -> Any:
+        self.get_kb(name)
+        return self._db.open_table(self._table_name(name))
+
+    # --- documents --------------------------------------------------------------------------------
+    def replace_document(
+        self,
+        name: str,
+        doc_id: str,
+        content_hash: str,
+        chunks: Sequence[ChunkRecord],
+        *,
+        source: str = "",
+        title: str = "",
+        fmt: str = "",
+    ) -> int:
+        """Put a document's chunks in place of whatever it had, in one commit. Returns the chunk count."""
+        table = self._table(name)
+        now = time.time()
+        rows = [
+            {
+                "id": f"{doc_id}\x1f{c.chunk}",
+                "doc_id": doc_id,
+                "chunk": c.chunk,
+                "text": c.text,
+                "vector": [float(x) for x in c.vector],
+                "content_hash": content_hash,
+                "deleted": False,
+                "source": source,
+                "title": title,
+                "format": fmt,
+                "metadata": json.dumps(c.metadata, ensure_ascii=False, default=str),
+                "updated_at": now,
+            }
+            for c in chunks
+        ]
+        for row in rows:
+            if len(row["vector"]) != self.dim:
+                raise StoreError(f"vector of dimension {len(row['vector'])}; the store expects {self.dim}")
+        data = pa.Table.from_pylist(rows, schema=schema(self.dim))
+        with self._lock:
+            (
+                table.merge_insert("id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .when_not_matched_by_source_delete(f"doc_id = {_quote(doc_id)}")
+                .execute(data)
+            )
+            self._bump(name)
+        return len(rows)
+
+    def delete_document(self, name: str, doc_id: str) -> bool:
+        """Mark a document deleted (one commit); queries skip it from now on. False if it had no rows."""
+        table = self._table(name)
+        where = f"doc_id = {_quote(doc_id)} AND deleted = false"
+        with self._lock:
+            if table.count_rows(where) == 0:
+                return False
+            table.update(where=where, values={"deleted": True, "updated_at": time.time()})
+            self._bump(name)
+        return True
+
+    def documents(self, name: str, *, include_deleted: bool = False) -> list[dict[str, Any]]:
+        table = self._table(name)
+        where = None if include_deleted else "deleted = false"
+        query = table.search().select(["doc_id", "chunk", "content_hash", "source", "title", "deleted"])
+        if where:
+            query = query.where(where)
+        rows = query.limit(None).to_arrow().to_pylist() if table.count_rows() else []
+        docs: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            doc = docs.setdefault(
+                row["doc_id"],
+                {
+                    "document": row["doc_id"],
+                    "content_hash": row["content_hash"],
+                    "source": row["source"],
+                    "title": row["title"],
+                    "chunks": 0,
+                    "deleted": row["deleted"],
+                },
+            )
+            doc["chunks"] += 1
+        return sorted(docs.values(), key=lambda d: d["document"])
+
+    def content_hashes(self, name: str) -> dict[str, str]:
+        return {d["document"]: d["content_hash"] for d in self.documents(name)}
+
+    def compact(self, name: str) -> int:
+        """Remove rows marked deleted and compact the files; returns how many rows went."""
+        table = self._table(name)
+        with self._lock:
+            gone = table.count_rows("deleted = true")
+            if gone:
+                table.delete("deleted = true")
+            table.optimize()
+        return gone
+
+    def build_indexes(self, name: str) -> None:
+        """Full-text index always; an ANN vector index once the table is big enough to need one."""
+        table = self._table(name)
+        with self._lock:
+            kwargs: dict[str, Any] = {"replace": True, "base_tokenizer": self.fts_tokenizer}
+            if self.fts_tokenizer == "ngram":
+                # CJK has no spaces: index 1- to 3-character grams; stemming would mangle them.
+                kwargs |= {
+                    "ngram_min_length": 1,
+                    "ngram_max_length": 3,
+                    "stem": False,
+                    "remove_stop_words": False,
+                }
+            table.create_fts_index("text", **kwargs)
+            rows = table.count_rows()
+            if rows >= self.vector_index_min_rows:
+                table.create_index(
+                    metric="cosine",
+                    vector_column_name="vector",
+                    index_type="IVF_HNSW_SQ",
+                    num_partitions=max(1, rows // 20000),
+                    replace=True,
+                )
+
+    # --- search -----------------------------------------------------------------------------------
+    @staticmethod
+    def _where(filters: dict[str, Any] | None) -> str:
+        clauses = ["deleted = false"]
+        for key, value in (filters or {}).items():
+            if key not in FILTERABLE:
+                raise StoreError(f"cannot filter on {key!r}; filterable fields: {', '.join(FILTERABLE)}")
+            clauses.append(f"{key} = {_quote(value)}")
+        return " AND ".join(clauses)
+
+    def _hits(self, rows: list[dict[str, Any]], score_key: str, transform: Any = None) -> list[Hit]:
+        hits = []
+        for row in rows:
+            raw = float(row[score_key])
+            hits.append(
+                Hit(
+                    text=row["text"],
+                    score=transform(raw) if transform else raw,
+                    document=row["doc_id"],
+                    chunk=int(row["chunk"]),
+                    metadata={
+                        "source": row["source"],
+                        "title": row["title"],
+                        "format": row["format"],
+                        **json.loads(row["metadata"] or "{}"),
+                    },
+                )
+            )
+        return hits
+
+    def search(
+        self,
+        name: str,
+        *,
+        query: str,
+        vector: Sequence[float] | None,
+        mode: SearchMode = "hybrid",
+        top_k: int = 5,
+        score_threshold: float | None = None,
+        filters: dict[str, Any] | None = None,
+    ) -> list[Hit]:
+        table = self._table(name)
+        where = self._where(filters)
+        columns = ["doc_id", "chunk", "text", "source", "title", "format", "metadata"]
+        if mode == "vector":
+            hits = self._vector(table, vector, where, columns, top_k)
+        elif mode == "fulltext":
+            hits = self._fulltext(table, query, where, columns, top_k)
+        elif mode == "hybrid":
+            depth = max(top_k * 4, 20)
+            hits = self.fuse(
+                [
+                    self._vector(table, vector, where, columns, depth),
+                    self._fulltext(table, query, where, columns, depth),
+                ],
+                top_k,
+            )
+        else:
+            raise StoreError(f"unknown search mode {mode!r}; use vector, fulltext or hybrid")
+        if score_threshold is not None:
+            hits = [h for h in hits if h.score >= score_threshold]
+        return hits[:top_k]
+
+    def _vector(
+        self, table: Any, vector: Sequence[float] | None, where: str, columns: list[str], limit: int
+    ) -> list[Hit]:
+        if vector is None:
+            raise StoreError("vector search needs a query vector")
+        rows = (
+            table.search(list(vector), vector_column_name="vector")
+            .metric("cosine")
+            .where(where, prefilter=True)
+            .select(columns)
+            .limit(limit)
+            .to_arrow()
+            .to_pylist()
+        )
+        return self._hits(rows, "_distance", lambda d: 1.0 - d)  # cosine similarity
+
+    def _fulltext(self, table: Any, query: str, where: str, columns: list[str], limit: int) -> list[Hit]:
+        if not query.strip():
+            return []
+        try:
+            rows = (
+                table.search(query, query_type="fts", fts_columns="text")
+                .where(where, prefilter=True)
+                .select(columns)
+                .limit(limit)
+                .to_arrow()
+                .to_pylist()
+            )
+        except (ValueError, RuntimeError) as exc:
+            if "index" in str(exc).lower():
+                return []  # no full-text index yet (empty table)
+            raise
+        return self._hits(rows, "_score")
+
+    def fuse(self, rankings: list[list[Hit]], top_k: int) -> list[Hit]:
+        """Reciprocal rank fusion: score = sum over rankings of 1 / (k + rank)."""
+        fused: dict[tuple[str, int], Hit] = {}
+        scores: dict[tuple[str, int], float] = {}
+        for ranking in rankings:
+            for rank, hit in enumerate(ranking, start=1):
+                key = (hit.document, hit.chunk)
+                fused.setdefault(key, hit)
+                scores[key] = scores.get(key, 0.0) + 1.0 / (self.rrf_k + rank)
+        ordered = sorted(scores, key=lambda k: scores[k], reverse=True)[:top_k]
+        return [Hit(**{**fused[k].__dict__, "score": scores[k]}) for k in ordered]

@@ -1,0 +1,138 @@
+"""Folder sync: a knowledge base follows a folder. Added -> ingested, modified -> replaced, deleted ->
+marked deleted. Each pass compares content hashes with the store, so a pass after a restart catches up on
+whatever changed while nothing was watching; file events only decide *when* to run a (debounced) pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from knowledge.ingest import content_hash, document_id
+from knowledge.loaders import supported
+from knowledge.store import KnowledgeStore
+
+log = logging.getLogger("raychat.watcher")
+
+# (kb, relative name, bytes, absolute source path) -> status string ("ingested", "failed: ...")
+IngestFn = Callable[[str, str, bytes, str], str]
+
+
+@dataclass
+class SyncReport:
+    added: list[str] = field(default_factory=list)
+    modified: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    unchanged: int = 0
+
+    def changed(self) -> bool:
+        return bool(self.added or self.modified or self.deleted)
+
+
+def scan(folder: Path) -> dict[str, Path]:
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        if (
+            path.is_file()
+            and supported(path)
+            and not any(p.startswith(".") for p in path.relative_to(folder).parts)
+        ):
+            files[document_id(path.relative_to(folder).as_posix())] = path
+    return files
+
+
+def sync_folder(store: KnowledgeStore, kb: str, folder: Path, ingest: IngestFn) -> SyncReport:
+    report = SyncReport()
+    known = store.content_hashes(kb)
+    present = scan(folder)
+    for doc, path in present.items():
+        try:
+            data = path.read_bytes()
+        except OSError as exc:  # vanished or unreadable between scan and read: next pass sees it
+            report.failed[doc] = str(exc)
+            continue
+        digest = content_hash(data)
+        if known.get(doc) == digest:
+            report.unchanged += 1
+            continue
+        status = ingest(kb, doc, data, str(path))
+        if status.startswith("failed"):
+            report.failed[doc] = status
+        elif doc in known:
+            report.modified.append(doc)
+        else:
+            report.added.append(doc)
+    for doc in known.keys() - present.keys():
+        if store.delete_document(kb, doc):
+            report.deleted.append(doc)
+    return report
+
+
+class FolderWatcher:
+    """Runs `sync_folder` at start (catch-up), then after each debounced burst of file events."""
+
+    def __init__(
+        self,
+        store: KnowledgeStore,
+        kb: str,
+        folder: Path,
+        ingest: IngestFn,
+        *,
+        debounce_ms: int = 500,
+        on_report: Callable[[SyncReport], None] | None = None,
+    ) -> None:
+        self.store, self.kb, self.folder, self.ingest = store, kb, Path(folder), ingest
+        self.debounce_ms = debounce_ms
+        self.on_report = on_report
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.passes = 0
+
+    def run_pass(self) -> SyncReport:
+        report = sync_folder(self.store, self.kb, self.folder, self.ingest)
+        self.passes += 1
+        if report.changed() or report.failed:
+            log.info(
+                "kb %s: +%d ~%d -%d failed %d",
+                self.kb,
+                len(report.added),
+                len(report.modified),
+                len(report.deleted),
+                len(report.failed),
+            )
+        if self.on_report:
+            self.on_report(report)
+        return report
+
+    def _loop(self) -> None:
+        from watchfiles import watch
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._safe_pass()
+        for _changes in watch(
+            self.folder,
+            debounce=self.debounce_ms,
+            stop_event=self._stop,
+            rust_timeout=1000,
+            yield_on_timeout=False,
+        ):
+            self._safe_pass()
+
+    def _safe_pass(self) -> None:
+        try:
+            self.run_pass()
+        except Exception:  # a failed pass must not end the watcher; the next event retries
+            log.exception("sync pass for kb %s failed", self.kb)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=f"watch-{self.kb}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)

@@ -1,0 +1,149 @@
+"""Knowledge bases on the real stack: create, upload, search, RAG chat with sources, embeddings, errors."""
+
+from __future__ import annotations
+
+import io
+import uuid
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import Stack
+
+MODEL = "smollm2-135m-instruct"
+PUMP = "The P-200 pump must be lubricated every 40 operating hours with ISO VG 68 oil."
+VALVE = "安全阀每年必须校验一次，校验记录保存在设备档案中。"
+
+
+def kb_url(stack: Stack, *parts: str) -> str:
+    return "/".join([f"{stack.url}/v1/knowledge_bases", *parts])
+
+
+@pytest.fixture(scope="module")
+def kb(stack: Stack) -> str:
+    name = f"plant-{uuid.uuid4().hex[:6]}"
+    created = httpx.post(kb_url(stack), json={"name": name, "description": "plant manuals"}, timeout=60)
+    assert created.status_code == 201, created.text
+    files = [
+        ("files", ("pump.txt", PUMP.encode(), "text/plain")),
+        ("files", ("valve.md", f"# 安全阀\n\n{VALVE}".encode(), "text/markdown")),
+    ]
+    upload = httpx.post(kb_url(stack, name, "documents"), files=files, timeout=300)
+    assert upload.status_code == 200, upload.text
+    assert [r["status"] for r in upload.json()["data"]] == ["ingested", "ingested"]
+    return name
+
+
+def test_listed_with_documents(stack: Stack, kb: str) -> None:
+    assert kb in [k["name"] for k in httpx.get(kb_url(stack)).json()["data"]]
+    docs = httpx.get(kb_url(stack, kb, "documents")).json()["data"]
+    assert {d["document"] for d in docs} == {"pump.txt", "valve.md"}
+    assert all(d["chunks"] >= 1 for d in docs)
+
+
+@pytest.mark.parametrize("mode", ["vector", "fulltext", "hybrid"])
+def test_search_modes_find_the_document(stack: Stack, kb: str, mode: str) -> None:
+    resp = httpx.post(
+        kb_url(stack, kb, "search"),
+        json={"query": "pump lubricated oil", "top_k": 2, "mode": mode},
+        timeout=60,
+    )
+    assert resp.status_code == 200, resp.text
+    hits = resp.json()["data"]
+    assert hits and hits[0]["document"] == "pump.txt"
+    assert set(hits[0]) >= {"text", "score", "document", "chunk", "metadata"}
+
+
+def test_rag_chat_non_stream_names_sources(stack: Stack, kb: str) -> None:
+    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "How often must the P-200 pump be lubricated?"}],
+        max_tokens=24,
+        temperature=0,
+        extra_body={"knowledge_base": kb, "top_k": 1, "search_mode": "hybrid"},
+    )
+    sources = reply.model_extra["sources"]
+    assert sources[0]["document"] == "pump.txt" and reply.choices[0].message.content
+
+
+def test_rag_chat_stream_carries_sources_in_first_chunk(stack: Stack, kb: str) -> None:
+    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "安全阀多久校验一次？"}],
+        max_tokens=16,
+        stream=True,
+        extra_body={"knowledge_base": kb, "top_k": 1},
+    )
+    chunks = list(stream)
+    assert chunks[0].model_extra["sources"][0]["document"] == "valve.md"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def test_embeddings_through_openai_client(stack: Stack) -> None:
+    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    one = client.embeddings.create(model="all-MiniLM-L6-v2", input="hello")
+    assert len(one.data) == 1 and len(one.data[0].embedding) == 384
+    assert one.usage.prompt_tokens > 0
+    many = client.embeddings.create(model="all-MiniLM-L6-v2", input=["pump", "valve", "泵"])
+    assert [d.index for d in many.data] == [0, 1, 2]
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model="text-embedding-3-large", input="x")
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="all-MiniLM-L6-v2", input=[])
+
+
+def test_bad_input(stack: Stack, kb: str) -> None:
+    assert httpx.get(kb_url(stack, "no-such-kb", "documents")).status_code == 404
+    assert httpx.post(kb_url(stack, "no-such-kb", "search"), json={"query": "x"}).status_code == 404
+    for bad in ("", "a" * 65, "..", "a..b"):
+        resp = httpx.post(kb_url(stack), json={"name": bad})
+        assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_name", bad
+    assert httpx.post(kb_url(stack), json={"name": kb}).status_code == 409
+    exe = httpx.post(
+        kb_url(stack, kb, "documents"), files=[("files", ("x.exe", b"MZ", "application/octet-stream"))]
+    )
+    assert exe.status_code == 415 and exe.json()["error"]["code"] == "unsupported_file_type"
+    assert httpx.post(kb_url(stack, kb, "search"), json={"query": "x", "mode": "psychic"}).status_code == 400
+    assert httpx.delete(kb_url(stack, kb, "documents", "ghost.txt")).status_code == 404
+
+
+def test_corrupt_pdf_fails_alone(stack: Stack) -> None:
+    from fpdf import FPDF
+
+    name = f"mixed-{uuid.uuid4().hex[:6]}"
+    assert httpx.post(kb_url(stack), json={"name": name}).status_code == 201
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("helvetica", size=12)
+    pdf.cell(text="Boiler pressure limit is 12 bar.")
+    good = io.BytesIO(bytes(pdf.output()))
+    files = [
+        ("files", ("broken.pdf", b"%PDF-1.4 garbage", "application/pdf")),
+        ("files", ("boiler.pdf", good.getvalue(), "application/pdf")),
+        ("files", ("notes.txt", b"Check the boiler daily.", "text/plain")),
+    ]
+    results = httpx.post(kb_url(stack, name, "documents"), files=files, timeout=300).json()["data"]
+    assert [r["status"] for r in results] == ["failed", "ingested", "ingested"]
+    assert "broken.pdf" in results[0]["error"]
+    docs = {d["document"] for d in httpx.get(kb_url(stack, name, "documents")).json()["data"]}
+    assert docs == {"boiler.pdf", "notes.txt"}  # consistent: nothing of the broken file
+    assert httpx.delete(kb_url(stack, name)).status_code == 200
+    assert httpx.get(kb_url(stack, name, "documents")).status_code == 404
+
+
+def test_delete_document_hides_it(stack: Stack) -> None:
+    name = f"del-{uuid.uuid4().hex[:6]}"
+    httpx.post(kb_url(stack), json={"name": name})
+    httpx.post(
+        kb_url(stack, name, "documents"),
+        files=[("files", ("gone.txt", b"ephemeral turbine note", "text/plain"))],
+        timeout=300,
+    )
+    assert httpx.delete(kb_url(stack, name, "documents", "gone.txt")).status_code == 200
+    hits = httpx.post(kb_url(stack, name, "search"), json={"query": "turbine", "mode": "fulltext"}).json()[
+        "data"
+    ]
+    assert hits == []

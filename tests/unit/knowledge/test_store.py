@@ -1,0 +1,138 @@
+"""LanceDB store: replace swaps atomically, delete hides at once, compaction, search modes, concurrency."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from knowledge.store import ChunkRecord, InvalidName, KnowledgeBaseNotFound, KnowledgeStore, StoreError
+
+DIM = 4
+
+
+def vec(*xs: float) -> list[float]:
+    norm = sum(x * x for x in xs) ** 0.5
+    return [x / norm for x in xs]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> KnowledgeStore:
+    s = KnowledgeStore(tmp_path / "kb", dim=DIM, fts_tokenizer="simple")
+    s.create_kb("docs", "test")
+    return s
+
+
+def put(
+    store: KnowledgeStore, doc: str, texts: list[str], vectors: list[list[float]], digest: str = "h1"
+) -> int:
+    chunks = [ChunkRecord(i, t, v) for i, (t, v) in enumerate(zip(texts, vectors, strict=True))]
+    return store.replace_document("docs", doc, digest, chunks, source=doc, title=doc)
+
+
+def test_kb_lifecycle_and_names(store: KnowledgeStore) -> None:
+    assert [kb["name"] for kb in store.list_kbs()] == ["docs"]
+    with pytest.raises(StoreError, match="already exists"):
+        store.create_kb("docs")
+    for bad in ("", "a/b", "..", "x" * 65, "a\\b", "../etc"):
+        with pytest.raises(InvalidName):
+            store.create_kb(bad)
+    store.create_kb("知识库_1")
+    store.delete_kb("知识库_1")
+    with pytest.raises(KnowledgeBaseNotFound):
+        store.get_kb("知识库_1")
+
+
+def test_replace_swaps_all_chunks(store: KnowledgeStore) -> None:
+    put(store, "a.txt", ["old one", "old two", "old three"], [vec(1, 0, 0, 0)] * 3, "v1")
+    put(store, "a.txt", ["new one"], [vec(1, 0, 0, 0)], "v2")
+    docs = store.documents("docs")
+    assert docs == [
+        {
+            "document": "a.txt",
+            "content_hash": "v2",
+            "source": "a.txt",
+            "title": "a.txt",
+            "chunks": 1,
+            "deleted": False,
+        }
+    ]
+    hits = store.search("docs", query="one", vector=vec(1, 0, 0, 0), mode="vector", top_k=10)
+    assert [h.text for h in hits] == ["new one"]
+
+
+def test_delete_hides_at_once_then_compaction_removes(store: KnowledgeStore) -> None:
+    put(store, "a.txt", ["alpha pump"], [vec(1, 0, 0, 0)])
+    put(store, "b.txt", ["beta valve"], [vec(0, 1, 0, 0)])
+    version = store.version("docs")
+    assert store.delete_document("docs", "a.txt")
+    assert store.version("docs") == version + 1  # knowledge-base version moves: caches can invalidate
+    assert not store.delete_document("docs", "a.txt")
+    for mode in ("vector", "fulltext", "hybrid"):
+        hits = store.search("docs", query="alpha pump", vector=vec(1, 0, 0, 0), mode=mode, top_k=5)
+        assert all(h.document != "a.txt" for h in hits), mode
+    assert [d["document"] for d in store.documents("docs")] == ["b.txt"]
+    assert store.compact("docs") == 1
+    assert [d["document"] for d in store.documents("docs", include_deleted=True)] == ["b.txt"]
+
+
+def test_search_modes_and_hybrid_fusion(store: KnowledgeStore) -> None:
+    put(store, "pump.txt", ["the pump needs oil every week"], [vec(1, 0.1, 0, 0)])
+    put(store, "valve.txt", ["valves close under pressure"], [vec(0, 1, 0, 0)])
+    put(store, "both.txt", ["pump and valve maintenance schedule"], [vec(0.7, 0.7, 0, 0)])
+    store.build_indexes("docs")
+    vector = store.search("docs", query="", vector=vec(1, 0, 0, 0), mode="vector", top_k=3)
+    assert vector[0].document == "pump.txt" and vector[0].score > vector[-1].score
+    text = store.search("docs", query="valve", vector=None, mode="fulltext", top_k=3)
+    assert {h.document for h in text} <= {"valve.txt", "both.txt"} and text
+    # "both" ranks second in each list; fused, it beats the items that appear in only one list
+    hybrid = store.search("docs", query="pump valve", vector=vec(0.9, 0.5, 0, 0), mode="hybrid", top_k=3)
+    assert hybrid[0].document == "both.txt"
+    assert hybrid[0].score == pytest.approx(2 / (60 + 1), rel=0.02) or hybrid[0].score > hybrid[1].score
+
+
+def test_threshold_and_filter(store: KnowledgeStore) -> None:
+    put(store, "a.txt", ["close"], [vec(1, 0, 0, 0)])
+    put(store, "b.txt", ["far"], [vec(0, 0, 0, 1)])
+    hits = store.search("docs", query="", vector=vec(1, 0, 0, 0), mode="vector", top_k=5, score_threshold=0.5)
+    assert [h.document for h in hits] == ["a.txt"]
+    only_b = store.search(
+        "docs", query="", vector=vec(1, 0, 0, 0), mode="vector", top_k=5, filters={"doc_id": "b.txt"}
+    )
+    assert [h.document for h in only_b] == ["b.txt"]
+    with pytest.raises(StoreError, match="cannot filter"):
+        store.search("docs", query="", vector=vec(1, 0, 0, 0), mode="vector", filters={"vector": 1})
+
+
+def test_wrong_dimension_refused_and_store_unchanged(store: KnowledgeStore) -> None:
+    put(store, "a.txt", ["kept"], [vec(1, 0, 0, 0)])
+    with pytest.raises(StoreError, match="dimension"):
+        put(store, "a.txt", ["bad"], [[1.0, 0.0]])
+    assert store.documents("docs")[0]["content_hash"] == "h1"
+
+
+def test_concurrent_replace_and_query_never_mix_versions(store: KnowledgeStore) -> None:
+    n = 6
+    put(store, "doc.txt", [f"v0 part {i}" for i in range(n)], [vec(1, 0, 0, 0)] * n, "v0")
+    stop = threading.Event()
+    seen: list[tuple[int, set[str]]] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            hits = store.search("docs", query="", vector=vec(1, 0, 0, 0), mode="vector", top_k=50)
+            seen.append((len(hits), {h.text.split()[0] for h in hits}))
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for version in range(1, 8):
+        put(
+            store, "doc.txt", [f"v{version} part {i}" for i in range(n)], [vec(1, 0, 0, 0)] * n, f"v{version}"
+        )
+    stop.set()
+    for t in threads:
+        t.join()
+    assert seen
+    assert all(count == n for count, _ in seen)  # never neither version, never a partial one
+    assert all(len(versions) == 1 for _, versions in seen)  # never both versions at once
