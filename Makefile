@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: install up down status test test-unit lint bench-engine clean-data
+.PHONY: install up down status test test-unit lint bench-engine bench-knowledge
 
 install: $(STAMP)
 
@@ -54,3 +54,6 @@ lint: install
 
 bench-engine: install
 	$(BIN)/raychat bench engine
+
+bench-knowledge: install
+	$(BIN)/raychat bench knowledge

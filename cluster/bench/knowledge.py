@@ -1,0 +1,263 @@
+"""`make bench-knowledge`: ingestion, embeddings and retrieval, side by side in one run.
+
+1. Ingestion through the running stack (`raychat kb ingest`'s path: parse in Ray tasks, batched Embedding
+   deployment, one LanceDB commit per document): chunks/s.
+2. `/v1/embeddings` through nginx against sentence-transformers in-process on the same texts: ratio.
+3. LanceDB query latency p50/p95 at 10k and 100k chunks for vector, fulltext and hybrid search, and the
+   recall@5 of the vector index against exact search. Rows use random unit vectors and text drawn from a
+   fixed vocabulary (embedding 100k real chunks would take this 2-core host most of an hour).
+Writes knowledge.md, knowledge.json and knowledge.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from cluster.settings import RaychatSettings, load_settings
+from knowledge.store import ChunkRecord, KnowledgeStore
+
+WORDS = (
+    "pump valve boiler turbine bearing sensor pressure maintenance inspection schedule oil filter "
+    "motor gearbox compressor safety record audit customer account loan policy risk report ledger "
+    "泵 阀门 锅炉 汽轮机 轴承 传感器 压力 维护 检查 计划 安全 记录 审计 客户 账户 贷款 风险 报告"
+).split()
+
+
+def log(message: str) -> None:
+    print(f"[bench-knowledge] {message}", flush=True)
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def synthetic_text(rng: random.Random, n: int = 40) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def unit(rows: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+    v = rng.standard_normal((rows, dim)).astype("float32")
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def bench_store(root: Path, rows: int, dim: int, queries: int, seed: int = 7) -> dict[str, Any]:
+    shutil.rmtree(root, ignore_errors=True)
+    store = KnowledgeStore(root, dim=dim, fts_tokenizer="simple", vector_index_min_rows=50000)
+    store.create_kb("bench")
+    rng, nprng = random.Random(seed), np.random.default_rng(seed)
+    vectors = unit(rows, dim, nprng)
+    per_doc = 50
+    log(f"store {rows} chunks: writing")
+    start = time.perf_counter()
+    for d in range(rows // per_doc):
+        chunk_vectors = vectors[d * per_doc : (d + 1) * per_doc]
+        records = [ChunkRecord(i, synthetic_text(rng), v.tolist()) for i, v in enumerate(chunk_vectors)]
+        store.replace_document("bench", f"doc{d}", f"h{d}", records, source=f"doc{d}.txt")
+    write_s = time.perf_counter() - start
+    store.compact("bench")
+    start = time.perf_counter()
+    store.build_indexes("bench")
+    index_s = time.perf_counter() - start
+    indexed = rows >= store.vector_index_min_rows
+    latencies: dict[str, list[float]] = {"vector": [], "fulltext": [], "hybrid": []}
+    recalls = []
+    for q in range(queries):
+        base = vectors[nprng.integers(rows)]
+        qvec = base + 0.3 * unit(1, dim, nprng)[0]
+        qvec = qvec / np.linalg.norm(qvec)
+        qtext = " ".join(rng.choice(WORDS) for _ in range(3))
+        for mode in latencies:
+            t = time.perf_counter()
+            hits = store.search("bench", query=qtext, vector=qvec.tolist(), mode=mode, top_k=5)  # type: ignore[arg-type]
+            latencies[mode].append(time.perf_counter() - t)
+            if mode == "vector" and q < 100:
+                exact = np.argsort(-(vectors @ qvec))[:5]
+                truth = {(f"doc{i // per_doc}", int(i % per_doc)) for i in exact}
+                recalls.append(len(truth & {(h.document, h.chunk) for h in hits}) / 5)
+    shutil.rmtree(root, ignore_errors=True)
+    return {
+        "rows": rows,
+        "vector_index": "IVF_HNSW_SQ" if indexed else "none (exact scan)",
+        "write_chunks_per_s": round(rows / write_s, 1),
+        "index_build_s": round(index_s, 2),
+        "recall_at_5": round(statistics.fmean(recalls), 3),
+        **{f"{mode}_p50_ms": round(pct(v, 50) * 1000, 2) for mode, v in latencies.items()},
+        **{f"{mode}_p95_ms": round(pct(v, 95) * 1000, 2) for mode, v in latencies.items()},
+    }
+
+
+def bench_embeddings(
+    url: str, settings: RaychatSettings, texts: list[str], batch: int, concurrency: int
+) -> dict[str, Any]:
+    from knowledge.embedder import Embedder
+
+    async def via_api() -> float:
+        sem = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(timeout=300) as client:
+
+            async def one(chunk: list[str]) -> None:
+                async with sem:
+                    resp = await client.post(f"{url}/v1/embeddings", json={"input": chunk})
+                    resp.raise_for_status()
+
+            await one(texts[:batch])  # warm-up
+            start = time.perf_counter()
+            await asyncio.gather(*(one(texts[i : i + batch]) for i in range(0, len(texts), batch)))
+            return time.perf_counter() - start
+
+    api_s = asyncio.run(via_api())
+    embedder = Embedder(
+        settings.knowledge.embedding_model,
+        threads=settings.knowledge.embedding_threads,
+        batch_size=settings.knowledge.embedding_max_batch_size,
+    )
+    embedder.embed(texts[:batch])
+    start = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        embedder.embed(texts[i : i + batch])
+    local_s = time.perf_counter() - start
+    return {
+        "texts": len(texts),
+        "request_batch": batch,
+        "concurrency": concurrency,
+        "api_texts_per_s": round(len(texts) / api_s, 1),
+        "in_process_texts_per_s": round(len(texts) / local_s, 1),
+        "ratio": round(local_s / api_s, 2),
+    }
+
+
+def bench_ingestion(settings: RaychatSettings, folder: Path, docs: int) -> dict[str, Any]:
+    from cluster import kb
+
+    rng = random.Random(3)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for d in range(docs):
+        paragraphs = ["。".join(synthetic_text(rng, 25) for _ in range(6)) for _ in range(8)]
+        (folder / f"doc{d}.txt").write_text("\n\n".join(paragraphs))
+    name = f"bench_ingest_{int(time.time())}"
+    start = time.perf_counter()
+    summary = kb.ingest_paths(settings, name, [str(folder)])
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "files": docs,
+        "chunks": summary["chunks"],
+        "seconds": round(elapsed, 1),
+        "chunks_per_s": round(summary["chunks"] / elapsed, 1),
+        "failed": summary["failed"],
+        "kb": name,
+    }
+
+
+def render(out: Path, results: dict[str, Any]) -> str:
+    ing, emb, stores = results["ingestion"], results["embeddings"], results["store"]
+    lines = [
+        "# Knowledge benchmark",
+        "",
+        f"{results['date']}, {results['cpus']} CPUs. Command: `make bench-knowledge`.",
+        "",
+        "## Ingestion through the stack",
+        "",
+        "| files | chunks | seconds | chunks/s |",
+        "|---:|---:|---:|---:|",
+        f"| {ing['files']} | {ing['chunks']} | {ing['seconds']} | {ing['chunks_per_s']} |",
+        "",
+        "## Embeddings: `/v1/embeddings` through nginx vs sentence-transformers in-process",
+        "",
+        "| texts | batch | concurrency | API texts/s | in-process texts/s | API / in-process |",
+        "|---:|---:|---:|---:|---:|---:|",
+        f"| {emb['texts']} | {emb['request_batch']} | {emb['concurrency']} | {emb['api_texts_per_s']} | "
+        f"{emb['in_process_texts_per_s']} | {emb['ratio']}x |",
+        "",
+        "## Retrieval on LanceDB (top 5)",
+        "",
+        "| chunks | vector index | vector p50/p95 ms | fulltext p50/p95 ms | hybrid p50/p95 ms | recall@5 |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for s in stores:
+        lines.append(
+            f"| {s['rows']} | {s['vector_index']} | {s['vector_p50_ms']} / {s['vector_p95_ms']} | "
+            f"{s['fulltext_p50_ms']} / {s['fulltext_p95_ms']} | "
+            f"{s['hybrid_p50_ms']} / {s['hybrid_p95_ms']} | "
+            f"{s['recall_at_5']} |"
+        )
+    table = "\n".join(lines) + "\n"
+    (out / "knowledge.md").write_text(table)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    modes = ["vector", "fulltext", "hybrid"]
+    for i, s in enumerate(stores):
+        ax.bar(
+            [m + i * 0.38 for m in range(3)],
+            [s[f"{m}_p50_ms"] for m in modes],
+            0.38,
+            label=f"{s['rows']} chunks",
+        )
+    ax.set_xticks([m + 0.19 for m in range(3)], modes)
+    ax.set_ylabel("query p50 (ms)")
+    ax.set_title("LanceDB retrieval latency, top 5")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "knowledge.png", dpi=110)
+    plt.close(fig)
+    return table
+
+
+def main(argv: list[str] | None = None, settings: RaychatSettings | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="raychat bench knowledge", description=__doc__)
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[10000, 100000])
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--docs", type=int, default=60, help="files for the ingestion run")
+    parser.add_argument("--texts", type=int, default=2048, help="texts for the embeddings comparison")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args(argv)
+    settings = settings or load_settings()
+    from cluster import local, processes
+
+    was_running = processes.is_running(settings.run_dir, local.RAY_HEAD)
+    url = local.up(settings)
+    scratch = settings.data_dir / "bench"
+    try:
+        log("ingestion through the stack")
+        ingestion = bench_ingestion(settings, scratch / "ingest", args.docs)
+        log(f"  {ingestion}")
+        log("embeddings: API vs in-process")
+        rng = random.Random(5)
+        embeddings = bench_embeddings(
+            url, settings, [synthetic_text(rng, 30) for _ in range(args.texts)], 32, 8
+        )
+        log(f"  {embeddings}")
+    finally:
+        if not was_running:
+            local.down(settings)
+    stores = [bench_store(scratch / f"store{n}", n, 384, args.queries) for n in args.sizes]
+    for s in stores:
+        log(f"  {s}")
+    results = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "cpus": __import__("os").cpu_count(),
+        "ingestion": ingestion,
+        "embeddings": embeddings,
+        "store": stores,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "knowledge.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    print(render(args.out, results))
+    return 0
