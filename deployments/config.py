@@ -81,6 +81,8 @@ class GatewaySettings(Section):
     max_ongoing_requests: int = Field(1000, ge=1)
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="request bodies over this get 413")
     readiness_timeout_s: float = Field(5, gt=0)
+    audit_max_bytes: int = Field(50 * 1024 * 1024, ge=1024, description="audit.jsonl rotates at this size")
+    audit_backups: int = Field(10, ge=1)
 
 
 class AppConfig(Section):
@@ -91,6 +93,10 @@ class AppConfig(Section):
     knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
     model_path: Path = Field(description="resolved local model directory vLLM loads")
     data_dir: Path
+
+    @property
+    def audit_path(self) -> Path:
+        return self.data_dir / "logs" / "audit.jsonl"
 
     @property
     def store_dir(self) -> Path:

@@ -20,58 +20,21 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from deployments import validation
+from deployments import request_audit, validation
+from deployments.audit import AuditLog
 from deployments.config import AppConfig
 from deployments.errors import APIError, from_engine_error, install_error_handlers
 from deployments.knowledge_api import KnowledgeAPI
+from deployments.relay import is_engine_error, join_batch, read_body, with_sources
 
 log = logging.getLogger("raychat.gateway")
+log.addFilter(request_audit.TraceIdFilter())
 
 app = FastAPI(title="raychat", docs_url=None, redoc_url=None)
 install_error_handlers(app)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes `limit` (declared or streamed)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> APIError:
-    return APIError(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large")
-
-
-def _is_error(item: Any) -> bool:
-    return type(item).__name__ == "ErrorResponse" or (hasattr(item, "error") and not hasattr(item, "choices"))
-
-
-def _join(batch: Any) -> str:
-    if isinstance(batch, list):
-        return "".join(item if isinstance(item, str) else _error_event(item) for item in batch)
-    return batch if isinstance(batch, str) else _error_event(batch)
-
-
-def _error_event(error: Any) -> str:
-    return f"data: {json.dumps(from_engine_error(error).body())}\n\n"
-
-
-def _with_sources(batch: Any, sources: list[dict[str, Any]]) -> list[Any]:
-    """Put `sources` into the first SSE event of a stream (OpenAI clients keep unknown chunk fields)."""
-    items = list(batch) if isinstance(batch, list) else [batch]
-    if items and isinstance(items[0], str) and items[0].startswith("data: {"):
-        event = json.loads(items[0][len("data: ") :])
-        event["sources"] = sources
-        items[0] = f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
-    return items
+app.add_middleware(request_audit.TraceAndAudit, audit_log=lambda: getattr(app.state, "audit_log", None))
 
 
 @serve.deployment(name="Gateway")
@@ -90,9 +53,28 @@ class Gateway:
         self._kb = KnowledgeAPI(embedding, retriever, self._config.knowledge)
         self._model_id = self._config.llm.model_id
         self._created = int(time.time())
+        gw = self._config.gateway
+        self._audit = AuditLog(
+            self._config.audit_path, max_bytes=gw.audit_max_bytes, backups=gw.audit_backups
+        )
+        app.state.audit_log = self._audit
+
+    def audit(self, request: Request, *, model: str | None, tokens: int, prompt: str, answer: str) -> None:
+        """One audit line for this request; the texts only decide `sensitive` and are not written."""
+        request.state.audited = True
+        self._audit.record(
+            trace_id=request.state.trace_id,
+            user=request_audit.user_of(request.headers, getattr(request.state, "body", None)),
+            endpoint=request.url.path,
+            model=model,
+            tokens=tokens,
+            sensitive=request_audit.sensitive(prompt, answer),
+        )
 
     async def _json_body(self, request: Request) -> dict[str, Any]:
-        return validation.parse_json_object(await read_body(request, self._config.gateway.max_body_bytes))
+        body = validation.parse_json_object(await read_body(request, self._config.gateway.max_body_bytes))
+        request.state.body = {"user": body.get("user")}
+        return body
 
     # --- health -----------------------------------------------------------------------------------
     @app.get("/healthz")
@@ -151,15 +133,20 @@ class Gateway:
             context, sources = await self._kb.context_for(kb, question, top_k=top_k, mode=mode)
             body["messages"] = self._kb.rag_messages(body["messages"], context)
         chat = validation.chat_request(body, self._model_id)
-        return await self._generate("chat", chat, bool(chat.stream), sources)
+        return await self._generate(request, "chat", chat, bool(chat.stream), sources)
 
     @app.post("/v1/completions")
     async def completions(self, request: Request) -> Response:
         completion = validation.completion_request(await self._json_body(request), self._model_id)
-        return await self._generate("completions", completion, bool(completion.stream))
+        return await self._generate(request, "completions", completion, bool(completion.stream))
 
     async def _generate(
-        self, method: str, request: Any, stream: bool, sources: list[dict[str, Any]] | None = None
+        self,
+        http: Request,
+        method: str,
+        request: Any,
+        stream: bool,
+        sources: list[dict[str, Any]] | None = None,
     ) -> Response:
         responses = getattr(self._llm.options(stream=True), method).remote(request)
         try:
@@ -174,31 +161,50 @@ class Gateway:
                 headers={"Retry-After": "1"},
             ) from exc
         if not stream:
-            if _is_error(first):
+            if is_engine_error(first):
                 raise from_engine_error(first)
             answer = first.model_dump(mode="json", exclude_none=True)
             if sources is not None:
                 answer["sources"] = sources
+            self.audit(
+                http,
+                model=self._model_id,
+                tokens=int((answer.get("usage") or {}).get("total_tokens", 0)),
+                prompt=request_audit.prompt_text(request),
+                answer=request_audit.answer_text(answer),
+            )
             return JSONResponse(answer)
-        if isinstance(first, list) and first and _is_error(first[0]):
+        if isinstance(first, list) and first and is_engine_error(first[0]):
             raise from_engine_error(first[0])
         if sources is not None:
-            first = _with_sources(first, sources)
+            first = with_sources(first, sources)
+        http.state.audited = True  # written when the stream ends
         return StreamingResponse(
-            self._relay(first, responses),
+            self._relay(http, request, first, responses),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    async def _relay(self, first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[str]:
-        yield _join(first)
+    async def _relay(
+        self, http: Request, request: Any, first: Any, rest: AsyncIterator[Any]
+    ) -> AsyncIterator[str]:
+        tap = request_audit.StreamTap()
         try:
+            yield tap.add(join_batch(first))
             async for batch in rest:
-                yield _join(batch)
+                yield tap.add(join_batch(batch))
         except Exception as exc:  # the stream is already open: report in-band, then close it
             log.exception("stream failed")
             body = APIError(500, f"generation failed: {type(exc).__name__}", code="stream_error").body()
             yield f"data: {json.dumps(body)}\n\ndata: [DONE]\n\n"
+        finally:
+            self.audit(
+                http,
+                model=self._model_id,
+                tokens=tap.tokens(),
+                prompt=request_audit.prompt_text(request),
+                answer=tap.answer(),
+            )
 
     # --- embeddings and knowledge bases -------------------------------------------------------------
     @app.post("/v1/embeddings")

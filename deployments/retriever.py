@@ -84,7 +84,7 @@ class Retriever:
                 out.append(
                     IngestResult(doc.doc_id, "ingested", write(self.store, kb, doc, vectors)).as_dict()
                 )
-            self.store.build_indexes(kb)
+            self.store.refresh_indexes(kb)
             return out
 
         return await self._run(_write_all)

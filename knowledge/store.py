@@ -290,6 +290,20 @@ class KnowledgeStore:
             table.optimize()
         return gone
 
+    def refresh_indexes(self, name: str, *, max_unindexed: int = 2000) -> None:
+        """After writes: create the indexes once, then fold new rows in incrementally (`optimize`) when
+        enough are unindexed. Unindexed rows are still searched (flat), so results are never stale."""
+        table = self._table(name)
+        with self._lock:
+            names = {ix.name: ix for ix in table.list_indices()}
+            fts = next((n for n, ix in names.items() if "text" in ix.columns and "FTS" in str(ix.index_type)), None)
+            if fts is None:
+                self.build_indexes(name)
+                return
+            stats = table.index_stats(fts)
+            if stats is not None and stats.num_unindexed_rows > max_unindexed:
+                table.optimize()
+
     def build_indexes(self, name: str) -> None:
         """Full-text index always; an ANN vector index once the table is big enough to need one."""
         table = self._table(name)

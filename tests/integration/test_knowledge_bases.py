@@ -87,8 +87,11 @@ def test_embeddings_through_openai_client(stack: Stack) -> None:
     one = client.embeddings.create(model="all-MiniLM-L6-v2", input="hello")
     assert len(one.data) == 1 and len(one.data[0].embedding) == 384
     assert one.usage.prompt_tokens > 0
-    many = client.embeddings.create(model="all-MiniLM-L6-v2", input=["pump", "valve", "泵"])
+    many = client.embeddings.create(
+        model="all-MiniLM-L6-v2", input=["pump", "the valve closes under high pressure", "泵需要定期维护"]
+    )
     assert [d.index for d in many.data] == [0, 1, 2]
+    assert many.usage.prompt_tokens > one.usage.prompt_tokens * 3
     with pytest.raises(openai.NotFoundError):
         client.embeddings.create(model="text-embedding-3-large", input="x")
     with pytest.raises(openai.BadRequestError):
