@@ -31,6 +31,7 @@ class KnowledgeSettings(BaseModel):
     default_top_k: int = Field(5, ge=1, le=100)
     score_threshold: float | None = Field(None, description="drop hits scoring below this")
     sync_debounce_ms: int = Field(500, ge=0)
+    compact_interval_s: float = Field(600, gt=0, description="how often deleted rows are removed for good")
     prompt_template: str = Field(
         "Use the following context to answer the question. If the context does not contain the answer, "
         "say that you do not know.\n\nContext:\n{context}\n\nQuestion: {question}",
