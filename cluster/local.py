@@ -18,6 +18,7 @@ from typing import Any
 from cluster import model_store, processes, redis_server
 from cluster.ingress import nginx, traefik
 from cluster.settings import RaychatSettings
+from deployments.config import temp_dir
 
 RAY_HEAD = "ray-head"
 _APP_RECORD = "app.json"
@@ -42,7 +43,7 @@ def runtime_env_vars(settings: RaychatSettings) -> dict[str, str]:
         "VLLM_CACHE_ROOT": str(data / "cache" / "vllm"),
         "TORCHINDUCTOR_CACHE_DIR": str(data / "cache" / "torchinductor"),
         "TRITON_CACHE_DIR": str(data / "cache" / "triton"),
-        "TMPDIR": str(data / "tmp"),
+        "TMPDIR": str(temp_dir(data)),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(project_root()), os.environ.get("PYTHONPATH")])),
     }
     if settings.ray.host.startswith("127."):
@@ -96,7 +97,7 @@ def start_ray_head(settings: RaychatSettings) -> bool:
     if settings.ray.num_cpus is not None:
         argv += ["--num-cpus", str(settings.ray.num_cpus)]
     env = {**os.environ, **runtime_env_vars(settings)}
-    (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    temp_dir(settings.data_dir).mkdir(parents=True, exist_ok=True)
     say(f"starting the Ray head on {settings.ray_address}")
     processes.spawn(settings.run_dir, RAY_HEAD, argv, log_file=settings.logs_dir / "ray-head.log", env=env)
     deadline = time.monotonic() + 90
@@ -209,8 +210,9 @@ def ingress_modules(settings: RaychatSettings) -> list[Any]:
 
 
 def up(settings: RaychatSettings) -> str:
-    for sub in ("run", "logs", "tmp", "models", "cache"):
+    for sub in ("run", "logs", "models", "cache"):
         (settings.data_dir / sub).mkdir(parents=True, exist_ok=True)
+    temp_dir(settings.data_dir).mkdir(parents=True, exist_ok=True)
     model_path = model_store.resolve_model(
         settings.llm.model_source, settings.data_dir / "models", expected_sha256=settings.llm.model_sha256
     )

@@ -6,6 +6,7 @@ deployments receive them as values, so this layer never imports `cluster`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Literal
@@ -13,6 +14,18 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from knowledge.config import KnowledgeSettings
+
+# vLLM and Ray put Unix sockets (107-byte path limit) under TMPDIR with ~45 bytes of names of their own.
+_MAX_TMPDIR_LEN = 60
+
+
+def temp_dir(data_dir: Path) -> Path:
+    """<data_dir>/tmp, unless that path is too long for the sockets made inside it: then a short, stable
+    per-data-dir directory under /tmp."""
+    preferred = data_dir / "tmp"
+    if len(str(preferred)) <= _MAX_TMPDIR_LEN:
+        return preferred
+    return Path("/tmp") / f"raychat-{hashlib.sha256(str(data_dir).encode()).hexdigest()[:10]}" / "tmp"
 
 
 class Section(BaseModel):

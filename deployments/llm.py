@@ -8,7 +8,7 @@ from typing import Any
 from ray.serve.deployment import Application
 from ray.serve.llm import LLMConfig, build_llm_deployment
 
-from deployments.config import LLMSettings
+from deployments.config import LLMSettings, temp_dir
 
 
 def engine_kwargs(llm: LLMSettings) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def engine_env(llm: LLMSettings, data_dir: Path) -> dict[str, str]:
         "VLLM_CACHE_ROOT": str(cache / "vllm"),
         "TORCHINDUCTOR_CACHE_DIR": str(cache / "torchinductor"),
         "TRITON_CACHE_DIR": str(cache / "triton"),
-        "TMPDIR": str(data_dir / "tmp"),
+        "TMPDIR": str(temp_dir(data_dir)),
     }
     if llm.accelerator == "cpu":
         env["VLLM_CPU_KVCACHE_SPACE"] = str(llm.cpu_kvcache_space_gib)
@@ -66,8 +66,9 @@ def deployment_options(llm: LLMSettings) -> dict[str, Any]:
 
 
 def build_llm_config(llm: LLMSettings, model_path: Path, data_dir: Path) -> LLMConfig:
-    for sub in ("cache/vllm", "cache/torchinductor", "cache/triton", "tmp"):
+    for sub in ("cache/vllm", "cache/torchinductor", "cache/triton"):
         (data_dir / sub).mkdir(parents=True, exist_ok=True)
+    temp_dir(data_dir).mkdir(parents=True, exist_ok=True)
     placement: dict[str, Any] | None = None
     if llm.accelerator == "cpu":
         # One CPU bundle per engine worker; on GPU Serve LLM's default (one GPU per TP worker) is right.

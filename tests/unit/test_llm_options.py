@@ -34,6 +34,19 @@ def test_engine_kwargs_from_settings() -> None:
 def test_engine_env_keeps_caches_in_data_dir(tmp_path: Path) -> None:
     env = engine_env(LLMSettings(cpu_kvcache_space_gib=3, cpu_omp_threads_bind="0-1"), tmp_path)
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "3" and env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
-    for key in ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR", "TMPDIR"):
+    for key in ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR"):
         assert env[key].startswith(str(tmp_path))
+    short = Path("/srv/raychat")
+    assert engine_env(LLMSettings(), short)["TMPDIR"] == "/srv/raychat/tmp"
     assert "VLLM_CPU_KVCACHE_SPACE" not in engine_env(LLMSettings(accelerator="gpu"), tmp_path)
+
+
+def test_temp_dir_stays_short_enough_for_sockets(tmp_path: Path) -> None:
+    from deployments.config import temp_dir
+
+    assert temp_dir(Path("/srv/raychat")) == Path("/srv/raychat/tmp")
+    deep = Path("/" + "/".join(["a-rather-long-folder-name"] * 4))
+    short = temp_dir(deep)
+    assert len(str(short)) <= 60 and short == temp_dir(deep)  # stable per data dir
+    assert temp_dir(deep) != temp_dir(deep / "other")
+    assert engine_env(LLMSettings(), deep)["TMPDIR"] == str(short)
