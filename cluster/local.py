@@ -18,7 +18,7 @@ from typing import Any
 from cluster import model_store, processes, redis_server
 from cluster.ingress import nginx, traefik
 from cluster.settings import RaychatSettings
-from deployments.config import temp_dir
+from deployments.config import socket_safe_dir, temp_dir
 
 RAY_HEAD = "ray-head"
 _APP_RECORD = "app.json"
@@ -57,12 +57,7 @@ def project_root() -> Path:
 
 
 def ray_temp_dir(settings: RaychatSettings) -> Path:
-    preferred = settings.data_dir / "ray"
-    if len(str(preferred)) <= _MAX_RAY_TEMP_LEN:
-        return preferred
-    # A deep data dir would overflow Ray's socket paths: use a short, stable per-data-dir path.
-    digest = hashlib.sha256(str(settings.data_dir).encode()).hexdigest()[:10]
-    return Path("/tmp") / f"raychat-{digest}"
+    return socket_safe_dir(settings.data_dir, "ray", _MAX_RAY_TEMP_LEN)
 
 
 def start_ray_head(settings: RaychatSettings) -> bool:
@@ -258,9 +253,12 @@ def status(settings: RaychatSettings) -> dict[str, Any]:
             m.NAME: "running" if processes.is_running(settings.run_dir, m.NAME) else "stopped"
             for m in (nginx, traefik)
         },
-        "redis": {"url": settings.redis.url,
-                  "local_server": "running" if processes.is_running(settings.run_dir, redis_server.NAME)
-                  else "not started"},
+        "redis": {
+            "url": settings.redis.url,
+            "local_server": "running"
+            if processes.is_running(settings.run_dir, redis_server.NAME)
+            else "not started",
+        },
     }
     if settings.ray.address or report["ray_head"] == "running":
         import ray

@@ -44,9 +44,25 @@ def start(settings: RaychatSettings) -> bool:
     data = settings.data_dir / "redis"
     data.mkdir(parents=True, exist_ok=True)
     argv = [
-        str(get_binary_path()), "--bind", host, "--port", str(port), "--protected-mode", "yes",
-        "--dir", str(data), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-        "--daemonize", "no", "--logfile", str(settings.logs_dir / "valkey.log"),
+        str(get_binary_path()),
+        "--bind",
+        host,
+        "--port",
+        str(port),
+        "--protected-mode",
+        "yes",
+        "--dir",
+        str(data),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+        "--logfile",
+        str(settings.logs_dir / "valkey.log"),
     ]
     processes.spawn(settings.run_dir, NAME, argv, log_file=settings.logs_dir / "valkey.out")
     deadline = time.monotonic() + 15

@@ -15,17 +15,19 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from knowledge.config import KnowledgeSettings
 
-# vLLM and Ray put Unix sockets (107-byte path limit) under TMPDIR with ~45 bytes of names of their own.
-_MAX_TMPDIR_LEN = 60
+
+def socket_safe_dir(data_dir: Path, name: str, max_len: int) -> Path:
+    """<data_dir>/<name>, unless that path is too long for the Unix sockets (107-byte limit) that Ray and
+    vLLM create inside it: then a short, stable per-data-dir directory under /tmp."""
+    preferred = data_dir / name
+    if len(str(preferred)) <= max_len:
+        return preferred
+    return Path("/tmp") / f"raychat-{hashlib.sha256(str(data_dir).encode()).hexdigest()[:10]}" / name
 
 
 def temp_dir(data_dir: Path) -> Path:
-    """<data_dir>/tmp, unless that path is too long for the sockets made inside it: then a short, stable
-    per-data-dir directory under /tmp."""
-    preferred = data_dir / "tmp"
-    if len(str(preferred)) <= _MAX_TMPDIR_LEN:
-        return preferred
-    return Path("/tmp") / f"raychat-{hashlib.sha256(str(data_dir).encode()).hexdigest()[:10]}" / "tmp"
+    # vLLM's sockets under TMPDIR add ~45 bytes of names of their own.
+    return socket_safe_dir(data_dir, "tmp", 60)
 
 
 class Section(BaseModel):

