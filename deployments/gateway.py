@@ -2,7 +2,9 @@
 
 Each route parses and checks the request itself (so every bad input gets OpenAI's error format), then
 calls the LLM deployment through its DeploymentHandle and relays the answer: one JSON body, or the engine's
-SSE lines as they come. Later layers (knowledge bases, sessions, cache, auth, audit) hang off this class.
+SSE lines as they come. Around generation sit the session history and the question cache
+(`conversation.py`), retrieval for knowledge-base chats, metrics and the audit line. The knowledge-base
+routes live in `knowledge_routes.py`.
 """
 
 from __future__ import annotations
@@ -16,25 +18,44 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from deployments import request_audit, validation
+from deployments import request_audit, sessions, validation
+from deployments.answer_cache import QuestionCache, stream_complete
 from deployments.audit import AuditLog
 from deployments.config import AppConfig
+from deployments.conversation import Conversations, Turn
 from deployments.errors import APIError, from_engine_error, install_error_handlers
 from deployments.knowledge_api import KnowledgeAPI
+from deployments.knowledge_routes import router as knowledge_router
+from deployments.metrics import MetricsRecorder
+from deployments.redis_state import RedisState, RedisUnavailable
 from deployments.relay import is_engine_error, join_batch, read_body, with_sources
+from deployments.sessions import SessionStore, TokenCounter
 
 log = logging.getLogger("raychat.gateway")
 log.addFilter(request_audit.TraceIdFilter())
 
 app = FastAPI(title="raychat", docs_url=None, redoc_url=None)
 install_error_handlers(app)
+app.include_router(knowledge_router)
+app.add_middleware(
+    request_audit.TraceAndAudit,
+    audit_log=lambda: getattr(app.state, "audit_log", None),
+    metrics=lambda: getattr(app.state, "metrics", None),
+)
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-app.add_middleware(request_audit.TraceAndAudit, audit_log=lambda: getattr(app.state, "audit_log", None))
+# Module-level helpers sit above the class: Serve pickles the ingress class by value when the decorators
+# run, and only names bound by then travel with it.
+async def _chain(first: str, rest: AsyncIterator[Any]) -> AsyncIterator[str]:
+    yield first
+    async for batch in rest:
+        yield join_batch(batch)
 
 
 @serve.deployment(name="Gateway")
@@ -45,11 +66,11 @@ class Gateway:
         llm: DeploymentHandle,
         embedding: DeploymentHandle,
         retriever: DeploymentHandle,
+        metrics: DeploymentHandle,
         config: dict[str, Any],
     ) -> None:
         self._config = AppConfig.model_validate(config)
         self._llm = llm
-        self._embedding = embedding
         self._kb = KnowledgeAPI(embedding, retriever, self._config.knowledge)
         self._model_id = self._config.llm.model_id
         self._created = int(time.time())
@@ -57,7 +78,24 @@ class Gateway:
         self._audit = AuditLog(
             self._config.audit_path, max_bytes=gw.audit_max_bytes, backups=gw.audit_backups
         )
+        self._replica = serve.get_replica_context().replica_tag
+        self.metrics = MetricsRecorder(metrics, self._config.metrics, self._replica)
+        self._redis = RedisState(self._config.redis)
+        self._sessions = SessionStore(self._redis, self._config.sessions)
+        self._count_tokens = TokenCounter(
+            self._config.model_path, self._config.sessions.message_overhead_tokens
+        )
+        self._conversations = Conversations(
+            self._sessions,
+            QuestionCache(self._redis, self._config.cache),
+            self._count_tokens,
+            self.metrics,
+            self._config.llm.max_model_len,
+        )
         app.state.audit_log = self._audit
+        app.state.metrics = self.metrics
+        app.state.kb_api = self._kb
+        app.state.max_body_bytes = gw.max_body_bytes
 
     def audit(self, request: Request, *, model: str | None, tokens: int, prompt: str, answer: str) -> None:
         """One audit line for this request; the texts only decide `sensitive` and are not written."""
@@ -75,6 +113,9 @@ class Gateway:
         body = validation.parse_json_object(await read_body(request, self._config.gateway.max_body_bytes))
         request.state.body = {"user": body.get("user")}
         return body
+
+    def _headers(self, turn: Turn) -> dict[str, str]:
+        return {**turn.headers(), "X-Raychat-Replica": self._replica}
 
     # --- health -----------------------------------------------------------------------------------
     @app.get("/healthz")
@@ -112,16 +153,57 @@ class Gateway:
             raise APIError(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
         return self._model_card()
 
+    # --- metrics and sessions -------------------------------------------------------------------
+    @app.get("/metrics")
+    async def prometheus_metrics(self) -> Response:
+        await self.metrics.flush()
+        return Response(await self.metrics.aggregator.render.remote(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/sessions/{session_id}")
+    async def get_session(self, session_id: str) -> dict[str, Any]:
+        sessions.check_session_id(session_id)
+        messages = await self._session_call(self._sessions.messages(session_id))
+        if messages is None:
+            raise APIError(
+                404, f"session {session_id!r} does not exist", param="session_id", code="session_not_found"
+            )
+        return {"id": session_id, "object": "session", "messages": messages}
+
+    @app.delete("/v1/sessions/{session_id}")
+    async def delete_session(self, session_id: str) -> dict[str, Any]:
+        sessions.check_session_id(session_id)
+        if not await self._session_call(self._sessions.delete(session_id)):
+            raise APIError(
+                404, f"session {session_id!r} does not exist", param="session_id", code="session_not_found"
+            )
+        return {"id": session_id, "object": "session", "deleted": True}
+
+    async def _session_call(self, call: Any) -> Any:
+        try:
+            return await call
+        except RedisUnavailable as exc:
+            raise APIError(
+                503,
+                "the session store is unavailable; retry shortly",
+                code="session_store_unavailable",
+                headers={"Retry-After": "2"},
+            ) from exc
+
     # --- generation -------------------------------------------------------------------------------
     @app.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
+        self.metrics.ensure_started()
+        started = time.perf_counter()
         body = await self._json_body(request)
+        rag = self._kb.rag_options(body)
+        validation.check_messages(body)
+        turn = await self._conversations.begin(
+            request.headers, body, "chat", retrieval=rag, kb_version=self._kb.version
+        )
+        if turn.cached:
+            return await self._replay(request, body, turn, started)
         sources = None
-        if "knowledge_base" in body:
-            # Extension fields; with a knowledge base, `top_k` is the retrieval depth, not sampling top-k.
-            kb = self._kb.check_name(body.pop("knowledge_base"), "knowledge_base")
-            top_k, mode = body.pop("top_k", None), body.pop("search_mode", None)
-            validation.check_messages(body)
+        if rag is not None:
             question = next(
                 (
                     m.get("content")
@@ -130,15 +212,73 @@ class Gateway:
                 ),
                 "",
             )
-            context, sources = await self._kb.context_for(kb, question, top_k=top_k, mode=mode)
+            context, sources = await self._kb.context_for(
+                rag["knowledge_base"], question, top_k=rag["top_k"], mode=rag["mode"]
+            )
             body["messages"] = self._kb.rag_messages(body["messages"], context)
         chat = validation.chat_request(body, self._model_id)
-        return await self._generate(request, "chat", chat, bool(chat.stream), sources)
+        return await self._generate(request, "chat", chat, bool(chat.stream), turn, started, sources)
 
     @app.post("/v1/completions")
     async def completions(self, request: Request) -> Response:
-        completion = validation.completion_request(await self._json_body(request), self._model_id)
-        return await self._generate(request, "completions", completion, bool(completion.stream))
+        self.metrics.ensure_started()
+        started = time.perf_counter()
+        body = await self._json_body(request)
+        turn = await self._conversations.begin(request.headers, body, "completions")
+        if turn.cached:
+            return await self._replay(request, body, turn, started)
+        completion = validation.completion_request(body, self._model_id)
+        return await self._generate(
+            request, "completions", completion, bool(completion.stream), turn, started
+        )
+
+    async def _replay(self, http: Request, body: dict[str, Any], turn: Turn, started: float) -> Response:
+        """A question-cache hit: the stored answer (or stream) goes out as it was first generated."""
+        entry = turn.cached or {}
+        endpoint = http.url.path
+        if entry.get("kind") == "sse":
+            events = entry["events"]
+            tap = request_audit.StreamTap()
+            tap.add(events)
+            await self._conversations.finish(turn, tap.answer(), None)
+            prompt = request_audit.prompt_text(body)
+            self._record(http, endpoint, started, tap.answer(), tap.tokens(), prompt=prompt)
+
+            async def replay() -> AsyncIterator[str]:
+                for event in events.split("\n\n"):
+                    if event:
+                        yield event + "\n\n"
+
+            return StreamingResponse(
+                replay(), media_type="text/event-stream", headers={**STREAM_HEADERS, **self._headers(turn)}
+            )
+        answer = entry["body"]
+        text = request_audit.answer_text(answer)
+        await self._conversations.finish(turn, text, None)
+        tokens = int((answer.get("usage") or {}).get("total_tokens", 0))
+        self._record(http, endpoint, started, text, tokens, prompt=request_audit.prompt_text(body))
+        return JSONResponse(answer, headers=self._headers(turn))
+
+    def _record(
+        self,
+        http: Request,
+        endpoint: str,
+        started: float,
+        answer: str,
+        tokens: int,
+        *,
+        prompt: str,
+        usage: dict[str, Any] | None = None,
+    ) -> None:
+        """Latency and token metrics, and the audit line, for one finished generation."""
+        labels = (self._model_id, endpoint)
+        self.metrics.observe("model_inference_latency_seconds", labels, time.perf_counter() - started)
+        usage = usage or {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or max(tokens - prompt_tokens, 0))
+        self.metrics.inc("raychat_tokens", (self._model_id, "prompt"), prompt_tokens)
+        self.metrics.inc("raychat_tokens", (self._model_id, "completion"), completion_tokens)
+        self.audit(http, model=self._model_id, tokens=tokens, prompt=prompt, answer=answer)
 
     async def _generate(
         self,
@@ -146,7 +286,26 @@ class Gateway:
         method: str,
         request: Any,
         stream: bool,
+        turn: Turn,
+        started: float,
         sources: list[dict[str, Any]] | None = None,
+    ) -> Response:
+        self.metrics.gauge_add("concurrent_session_count", 1)
+        try:
+            return await self._start_generation(http, method, request, stream, turn, started, sources)
+        except BaseException:
+            self.metrics.gauge_add("concurrent_session_count", -1)
+            raise
+
+    async def _start_generation(
+        self,
+        http: Request,
+        method: str,
+        request: Any,
+        stream: bool,
+        turn: Turn,
+        started: float,
+        sources: list[dict[str, Any]] | None,
     ) -> Response:
         responses = getattr(self._llm.options(stream=True), method).remote(request)
         try:
@@ -166,143 +325,66 @@ class Gateway:
             answer = first.model_dump(mode="json", exclude_none=True)
             if sources is not None:
                 answer["sources"] = sources
-            self.audit(
+            text = request_audit.answer_text(answer)
+            usage = answer.get("usage") or {}
+            await self._conversations.finish(turn, text, {"kind": "json", "body": answer})
+            self.metrics.gauge_add("concurrent_session_count", -1)
+            self._record(
                 http,
-                model=self._model_id,
-                tokens=int((answer.get("usage") or {}).get("total_tokens", 0)),
+                http.url.path,
+                started,
+                text,
+                int(usage.get("total_tokens", 0)),
                 prompt=request_audit.prompt_text(request),
-                answer=request_audit.answer_text(answer),
+                usage=usage,
             )
-            return JSONResponse(answer)
+            return JSONResponse(answer, headers=self._headers(turn))
         if isinstance(first, list) and first and is_engine_error(first[0]):
             raise from_engine_error(first[0])
         if sources is not None:
             first = with_sources(first, sources)
         http.state.audited = True  # written when the stream ends
         return StreamingResponse(
-            self._relay(http, request, first, responses),
+            self._relay(http, request, first, responses, turn, started),
             media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            headers={**STREAM_HEADERS, **self._headers(turn)},
         )
 
     async def _relay(
-        self, http: Request, request: Any, first: Any, rest: AsyncIterator[Any]
+        self, http: Request, request: Any, first: Any, rest: AsyncIterator[Any], turn: Turn, started: float
     ) -> AsyncIterator[str]:
         tap = request_audit.StreamTap()
+        finished = False
         try:
-            yield tap.add(join_batch(first))
-            async for batch in rest:
-                yield tap.add(join_batch(batch))
+            first_text = join_batch(first)
+            self.metrics.observe(
+                "raychat_time_to_first_token_seconds",
+                (self._model_id, http.url.path),
+                time.perf_counter() - started,
+            )
+            async for text in _chain(first_text, rest):
+                tap.add(text)
+                if "data: [DONE]" in text:
+                    # Save the turn before the client sees the end: its next turn must find it.
+                    events = tap.raw()
+                    entry = {"kind": "sse", "events": events} if stream_complete(events) else None
+                    await self._conversations.finish(turn, tap.answer(), entry)
+                    finished = True
+                yield text
         except Exception as exc:  # the stream is already open: report in-band, then close it
             log.exception("stream failed")
             body = APIError(500, f"generation failed: {type(exc).__name__}", code="stream_error").body()
             yield f"data: {json.dumps(body)}\n\ndata: [DONE]\n\n"
         finally:
-            self.audit(
+            self.metrics.gauge_add("concurrent_session_count", -1)
+            if not finished and turn.session_id is not None:
+                log.info("stream for session %s ended early; the turn is not saved", turn.session_id)
+            self._record(
                 http,
-                model=self._model_id,
-                tokens=tap.tokens(),
+                http.url.path,
+                started,
+                tap.answer(),
+                tap.tokens(),
                 prompt=request_audit.prompt_text(request),
-                answer=tap.answer(),
+                usage=tap.usage(),
             )
-
-    # --- embeddings and knowledge bases -------------------------------------------------------------
-    @app.post("/v1/embeddings")
-    async def embeddings(self, request: Request) -> dict[str, Any]:
-        body = await self._json_body(request)
-        texts = body.get("input")
-        if isinstance(texts, str):
-            texts = [texts]
-        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
-            raise APIError(
-                400,
-                "'input' must be a non-empty string or array of non-empty strings",
-                param="input",
-                code="invalid_value",
-            )
-        served = self._config.knowledge.embedding_model_id
-        model = body.get("model") or served
-        if model != served:
-            raise APIError(
-                404,
-                f"The embedding model '{model}' does not exist. Available: {served}",
-                param="model",
-                code="model_not_found",
-            )
-        vectors, tokens = await asyncio.gather(
-            self._embedding.embed.remote(texts), self._embedding.count_tokens.remote(texts)
-        )
-        return {
-            "object": "list",
-            "model": served,
-            "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
-
-    @app.get("/v1/knowledge_bases")
-    async def list_knowledge_bases(self) -> dict[str, Any]:
-        return {"object": "list", "data": await self._kb.store("list_kbs")}
-
-    @app.post("/v1/knowledge_bases", status_code=201)
-    async def create_knowledge_base(self, request: Request) -> JSONResponse:
-        body = await self._json_body(request)
-        name = self._kb.check_name(body.get("name"))
-        description = body.get("description") or ""
-        folder = body.get("source_folder")
-        if not isinstance(description, str) or (folder is not None and not isinstance(folder, str)):
-            raise APIError(400, "'description' and 'source_folder' must be strings", code="invalid_type")
-        created = await self._kb.store("create_kb", name, description, folder)
-        return JSONResponse(created, status_code=201)
-
-    @app.delete("/v1/knowledge_bases/{name}")
-    async def delete_knowledge_base(self, name: str) -> dict[str, Any]:
-        await self._kb.store("delete_kb", self._kb.check_name(name))
-        return {"name": name, "deleted": True}
-
-    @app.get("/v1/knowledge_bases/{name}/documents")
-    async def list_documents(self, name: str) -> dict[str, Any]:
-        return {"object": "list", "data": await self._kb.store("documents", self._kb.check_name(name))}
-
-    @app.post("/v1/knowledge_bases/{name}/documents")
-    async def upload_documents(self, name: str, request: Request) -> dict[str, Any]:
-        self._kb.check_name(name)
-        limit = max(self._config.gateway.max_body_bytes, self._config.knowledge.max_file_bytes)
-        if int(request.headers.get("content-length") or 0) > limit:
-            raise APIError(413, f"upload exceeds the limit of {limit} bytes", code="request_too_large")
-        try:
-            form = await request.form(max_files=1000)
-        except Exception as exc:  # not multipart, or a broken body
-            raise APIError(
-                400,
-                f"expected multipart/form-data with field 'files': {exc}",
-                param="files",
-                code="invalid_multipart",
-            ) from exc
-        files = [
-            (f.filename or "unnamed", await f.read()) for f in form.getlist("files") if hasattr(f, "read")
-        ]
-        return {"object": "list", "data": await self._kb.upload(name, files)}
-
-    @app.delete("/v1/knowledge_bases/{name}/documents/{document:path}")
-    async def delete_document(self, name: str, document: str) -> dict[str, Any]:
-        if not await self._kb.store("delete_document", self._kb.check_name(name), document):
-            raise APIError(
-                404,
-                f"document {document!r} is not in knowledge base {name!r}",
-                param="document",
-                code="document_not_found",
-            )
-        return {"document": document, "deleted": True}
-
-    @app.post("/v1/knowledge_bases/{name}/search")
-    async def search(self, name: str, request: Request) -> dict[str, Any]:
-        body = await self._json_body(request)
-        hits = await self._kb.search(
-            name,
-            body.get("query"),
-            top_k=body.get("top_k"),
-            mode=body.get("mode"),
-            score_threshold=body.get("score_threshold"),
-            filters=body.get("filter"),
-        )
-        return {"object": "list", "data": hits}

@@ -54,6 +54,22 @@ class KnowledgeAPI:
         except ValueError as exc:
             raise APIError(400, str(exc), param=param, code="invalid_name") from exc
 
+    async def version(self, kb: str) -> str:
+        """Changes whenever the knowledge base does, and differs for a re-created one of the same name."""
+        info = await self.store("get_kb", kb)
+        return f"{info['created_at']}:{info['version']}"
+
+    def rag_options(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Pops the knowledge-base extension fields; with a knowledge base, `top_k` is the retrieval depth,
+        not sampling top-k."""
+        if "knowledge_base" not in body:
+            return None
+        return {
+            "knowledge_base": self.check_name(body.pop("knowledge_base"), "knowledge_base"),
+            "top_k": body.pop("top_k", None),
+            "mode": body.pop("search_mode", None),
+        }
+
     async def embed(self, texts: list[str]) -> list[list[float]]:
         return await self.embedding.embed.remote(texts)
 

@@ -37,14 +37,16 @@ def user_of(headers: Any, body: dict[str, Any] | None = None) -> str | None:
 
 
 def prompt_text(request: Any) -> str:
+    """The prompt's text, from a parsed request or a plain body dict."""
+    get = request.get if isinstance(request, dict) else lambda key: getattr(request, key, None)
     parts: list[str] = []
-    for message in getattr(request, "messages", None) or []:
+    for message in get("messages") or []:
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, str):
             parts.append(content)
         elif isinstance(content, list):
             parts += [p.get("text", "") for p in content if isinstance(p, dict)]
-    prompt = getattr(request, "prompt", None)
+    prompt = get("prompt")
     if isinstance(prompt, str):
         parts.append(prompt)
     elif isinstance(prompt, list):
@@ -70,6 +72,19 @@ class StreamTap:
         self._parts.append(text)
         return text
 
+    def raw(self) -> str:
+        return "".join(self._parts)
+
+    def usage(self) -> dict[str, int]:
+        """The last `usage` object of the stream (present when the client asked for include_usage)."""
+        raw = self.raw()
+        found = {}
+        for field in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            values = re.findall(rf'"{field}":\s?(\d+)', raw)
+            if values:
+                found[field] = int(values[-1])
+        return found
+
     def answer(self) -> str:
         raw = "".join(self._parts)
         return "".join(json.loads(f'"{m}"') for m in _CONTENT.findall(raw))
@@ -91,9 +106,15 @@ class TraceAndAudit:
     and put on the gateway's log lines; requests no route audited themselves (errors, knowledge-base
     routes) get their audit line when the response is complete."""
 
-    def __init__(self, inner: Callable[..., Awaitable[None]], audit_log: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        inner: Callable[..., Awaitable[None]],
+        audit_log: Callable[[], Any],
+        metrics: Callable[[], Any] = lambda: None,
+    ) -> None:
         self.inner = inner
         self.audit_log = audit_log
+        self.metrics = metrics
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -104,11 +125,20 @@ class TraceAndAudit:
         state["trace_id"] = trace_id
         token = trace_id_var.set(trace_id)
 
+        status = [0]
+
         async def send_with_trace(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", []).append((b"x-trace-id", trace_id.encode()))
+                status[0] = int(message.get("status", 0))
             await send(message)
             done = message["type"] == "http.response.body" and not message.get("more_body", False)
+            metrics = self.metrics()
+            if done and metrics is not None:
+                # The route's template, not the raw path: one series per route, not per document.
+                route = scope.get("route")
+                endpoint = getattr(route, "path", None) or "unmatched"
+                metrics.inc("raychat_requests", (endpoint, str(status[0])))
             audit = self.audit_log()
             if done and audit is not None and not state.get("audited") and scope["path"].startswith("/v1/"):
                 audit.record(

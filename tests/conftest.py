@@ -32,6 +32,9 @@ TEST_ENV = {
     "RAYCHAT_INGRESS__NGINX_PORT": "28080",
     "RAYCHAT_INGRESS__TRAEFIK_PORT": "28081",
     "RAYCHAT_REDIS__URL": "redis://127.0.0.1:26379/0",
+    "RAYCHAT_REDIS__RETRY_INTERVAL_S": "1",
+    # Two gateway replicas: sessions, the LRU and metrics are tested across replicas.
+    "RAYCHAT_GATEWAY__NUM_REPLICAS": "2",
     "HF_HUB_OFFLINE": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -82,10 +85,15 @@ def start_stack(env: dict[str, str]) -> Stack:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     env = test_env()
-    run_raychat(env, "down", timeout=120)  # leftovers of an interrupted run
+    # RAYCHAT_TEST_KEEP_STACK=1 (development only): reuse a running test stack and leave it up; `up` is
+    # idempotent and redeploys only when config or code changed.
+    keep = os.environ.get("RAYCHAT_TEST_KEEP_STACK") == "1"
+    if not keep:
+        run_raychat(env, "down", timeout=120)  # leftovers of an interrupted run
     started = start_stack(env)
     yield started
-    run_raychat(env, "down", timeout=120)
+    if not keep:
+        run_raychat(env, "down", timeout=120)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,0 +1,202 @@
+"""Conversations kept in Redis, with a per-replica LRU of hot contexts in front.
+
+Redis holds, per session, the message list and a version that every change increments in the same
+MULTI/EXEC transaction. A replica's LRU entry remembers the version it was read at; before using it the
+replica reads the version (one small GET) and refetches when another replica has moved the session on,
+so the LRU saves the list transfer, never correctness. Deleting a session empties its list and still
+bumps the version (never resets it), so an old LRU entry can never match a restarted session.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from deployments.config import SessionSettings
+from deployments.errors import APIError
+from deployments.redis_state import RedisState
+
+Message = dict[str, Any]
+SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def check_session_id(value: Any) -> str:
+    if not isinstance(value, str) or not SESSION_ID.match(value):
+        raise APIError(
+            400,
+            "'session_id' must be 1-128 characters of letters, digits, '_', '-', '.' or ':'",
+            param="session_id",
+            code="invalid_session_id",
+        )
+    return value
+
+
+class SessionStore:
+    def __init__(
+        self, redis: RedisState, settings: SessionSettings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.redis = redis
+        self.settings = settings
+        self._clock = clock
+        self._lru: OrderedDict[str, tuple[int, float, list[Message]]] = OrderedDict()
+        self.lru_hits = 0
+        self.lru_misses = 0
+
+    def _keys(self, session_id: str) -> tuple[str, str]:
+        return self.redis.key("session", session_id, "messages"), self.redis.key("session", session_id, "v")
+
+    def _remember(self, session_id: str, version: int, messages: list[Message]) -> None:
+        if self.settings.lru_size == 0:
+            return
+        self._lru[session_id] = (version, self._clock(), messages)
+        self._lru.move_to_end(session_id)
+        while len(self._lru) > self.settings.lru_size:
+            self._lru.popitem(last=False)
+
+    async def load(self, session_id: str) -> list[Message]:
+        """The session's messages (oldest first); [] for a new session."""
+        messages_key, version_key = self._keys(session_id)
+        raw_version = await self.redis.run(lambda c: c.get(version_key))
+        if raw_version is None:  # new (or expired): version 0, so our own first append extends it
+            self._remember(session_id, 0, [])
+            return []
+        cached = self._lru.get(session_id)
+        # An entry not validated for a whole TTL may belong to a session that expired meanwhile.
+        if cached and cached[0] == int(raw_version) and self._clock() - cached[1] < self.settings.ttl_s:
+            self.lru_hits += 1
+            self._remember(session_id, cached[0], cached[2])
+            return list(cached[2])
+        self.lru_misses += 1
+
+        async def read(client: Any) -> list[Any]:
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.get(version_key)
+                pipe.lrange(messages_key, 0, -1)
+                return await pipe.execute()
+
+        version, items = await self.redis.run(read)
+        messages = [json.loads(item) for item in items]
+        if version is not None:
+            self._remember(session_id, int(version), messages)
+        return list(messages)
+
+    async def append(self, session_id: str, messages: list[Message]) -> int:
+        """Adds one turn's messages; returns the session's new version."""
+        if not messages:
+            return 0
+        messages_key, version_key = self._keys(session_id)
+        ttl, keep = self.settings.ttl_s, self.settings.max_stored_messages
+        encoded = [json.dumps(m, ensure_ascii=False) for m in messages]
+
+        async def write(client: Any) -> list[Any]:
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.rpush(messages_key, *encoded)
+                pipe.ltrim(messages_key, -keep, -1)
+                pipe.incr(version_key)
+                pipe.expire(messages_key, ttl)
+                pipe.expire(version_key, ttl)
+                return await pipe.execute()
+
+        version = int((await self.redis.run(write))[2])
+        cached = self._lru.get(session_id)
+        if cached and cached[0] == version - 1:  # nobody else wrote in between: extend in place
+            self._remember(session_id, version, (cached[2] + messages)[-keep:])
+        else:
+            self._lru.pop(session_id, None)
+        return version
+
+    async def messages(self, session_id: str) -> list[Message] | None:
+        """What `GET /v1/sessions/{id}` shows, read from Redis itself; None when there is no session."""
+        messages_key, _ = self._keys(session_id)
+        items = await self.redis.run(lambda c: c.lrange(messages_key, 0, -1))
+        return [json.loads(item) for item in items] if items else None
+
+    async def delete(self, session_id: str) -> bool:
+        messages_key, version_key = self._keys(session_id)
+
+        async def drop(client: Any) -> list[Any]:
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.delete(messages_key)
+                pipe.incr(version_key)
+                pipe.expire(version_key, self.settings.ttl_s)
+                return await pipe.execute()
+
+        existed = bool((await self.redis.run(drop))[0])
+        self._lru.pop(session_id, None)
+        return existed
+
+
+# --- the context window ----------------------------------------------------------------------------
+class TokenCounter:
+    """Counts a message's tokens with the served model's own tokenizer (plus the chat template's
+    per-message overhead), so the history is trimmed to what the engine will accept."""
+
+    def __init__(self, model_path: Path, overhead: int) -> None:
+        fast = Path(model_path) / "tokenizer.json"
+        if fast.is_file():  # the light `tokenizers` library: no transformers import in the gateway
+            from tokenizers import Tokenizer
+
+            tokenizer = Tokenizer.from_file(str(fast))
+            self._encode: Callable[[str], int] = lambda text: len(
+                tokenizer.encode(text, add_special_tokens=False).ids
+            )
+        else:
+            from transformers import AutoTokenizer
+
+            slow = AutoTokenizer.from_pretrained(str(model_path))
+            self._encode = lambda text: len(slow.encode(text, add_special_tokens=False))
+        self.overhead = overhead
+
+    def __call__(self, message: Message) -> int:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return self._encode(content if isinstance(content, str) else "") + self.overhead
+
+
+def turns(messages: list[Message]) -> list[list[Message]]:
+    """Groups messages into turns, each starting at a user message."""
+    grouped: list[list[Message]] = []
+    for message in messages:
+        if message.get("role") == "user" or not grouped:
+            grouped.append([message])
+        else:
+            grouped[-1].append(message)
+    return grouped
+
+
+def fit_history(
+    history: list[Message], new: list[Message], *, budget: int, count: Callable[[Message], int]
+) -> list[Message]:
+    """The newest whole turns of `history` that fit in `budget` tokens beside `new`; oldest go first."""
+    total = sum(count(m) for m in new)
+    kept: list[list[Message]] = []
+    for turn in reversed(turns(history)):
+        size = sum(count(m) for m in turn)
+        if total + size > budget:
+            break
+        kept.append(turn)
+        total += size
+    return [m for turn in reversed(kept) for m in turn]
+
+
+def with_history(request_messages: list[Message], history: list[Message]) -> list[Message]:
+    """The request's system messages, then the stored history, then the request's own turn."""
+    system = [m for m in request_messages if m.get("role") == "system"]
+    own = [m for m in request_messages if m.get("role") != "system"]
+    return [*system, *history, *own]
+
+
+def turn_to_store(request_messages: list[Message], answer: str) -> list[Message]:
+    """What a finished turn adds to the session: the caller's non-system messages and the answer."""
+    own = [
+        {"role": m["role"], "content": m.get("content")}
+        for m in request_messages
+        if m.get("role") != "system"
+    ]
+    return [*own, {"role": "assistant", "content": answer}]

