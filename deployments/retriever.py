@@ -25,6 +25,7 @@ class Retriever:
             fts_tokenizer=cfg.fts_tokenizer,
             rrf_k=cfg.rrf_k,
             vector_index_min_rows=cfg.vector_index_min_rows,
+            search=cfg.vector_search(),
         )
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from knowledge.search import VectorSearchOptions
+
 
 class KnowledgeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -28,6 +30,15 @@ class KnowledgeSettings(BaseModel):
     )
     rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant")
     vector_index_min_rows: int = Field(20000, ge=256, description="build an ANN index from this many rows")
+    vector_index_type: Literal["IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_HNSW_FLAT", "IVF_PQ", "IVF_FLAT"] = (
+        "IVF_HNSW_SQ"
+    )
+    vector_rows_per_partition: int = Field(20000, ge=256, description="IVF partitions = rows / this")
+    vector_ef: int | None = Field(
+        100, ge=1, description="HNSW search breadth: recall@5 0.96 at 100k chunks (make bench-knowledge)"
+    )
+    vector_nprobes: int | None = Field(None, ge=1, description="IVF partitions searched; None: LanceDB's")
+    vector_refine_factor: int | None = Field(None, ge=1, description="re-rank this many x top_k exactly")
     default_top_k: int = Field(5, ge=1, le=100)
     score_threshold: float | None = Field(None, description="drop hits scoring below this")
     sync_debounce_ms: int = Field(500, ge=0)
@@ -46,3 +57,12 @@ class KnowledgeSettings(BaseModel):
             if key not in self.prompt_template:
                 raise ValueError(f"prompt_template must contain {key}")
         return self
+
+    def vector_search(self) -> VectorSearchOptions:
+        return VectorSearchOptions(
+            index_type=self.vector_index_type,
+            rows_per_partition=self.vector_rows_per_partition,
+            nprobes=self.vector_nprobes,
+            ef=self.vector_ef,
+            refine_factor=self.vector_refine_factor,
+        )

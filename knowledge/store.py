@@ -24,22 +24,18 @@ from typing import Any, Literal
 import lancedb
 import pyarrow as pa
 
+from knowledge.errors import InvalidName, KnowledgeBaseNotFound, StoreError
+from knowledge.search import (
+    Hit,
+    TableSearch,
+    VectorSearchOptions,
+    quote_literal,
+    where_clause,
+)
+
 SearchMode = Literal["vector", "fulltext", "hybrid"]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9\u4e00-\u9fff][A-Za-z0-9_\-\u4e00-\u9fff]{0,63}$")
-FILTERABLE = ("doc_id", "source", "title", "format")
 _META_FILE = "knowledge_bases.json"
-
-
-class StoreError(ValueError):
-    pass
-
-
-class KnowledgeBaseNotFound(StoreError):
-    pass
-
-
-class InvalidName(StoreError):
-    pass
 
 
 def check_name(name: str) -> str:
@@ -56,34 +52,12 @@ def check_name(name: str) -> str:
     return name
 
 
-def _quote(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 @dataclass
 class ChunkRecord:
     chunk: int
     text: str
     vector: Sequence[float]
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Hit:
-    text: str
-    score: float
-    document: str
-    chunk: int
-    metadata: dict[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "score": self.score,
-            "document": self.document,
-            "chunk": self.chunk,
-            "metadata": self.metadata,
-        }
 
 
 def schema(dim: int) -> pa.Schema:
@@ -116,6 +90,7 @@ class KnowledgeStore:
         fts_tokenizer: str = "ngram",
         rrf_k: int = 60,
         vector_index_min_rows: int = 20000,
+        search: VectorSearchOptions | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -123,8 +98,13 @@ class KnowledgeStore:
         self.fts_tokenizer = fts_tokenizer
         self.rrf_k = rrf_k
         self.vector_index_min_rows = vector_index_min_rows
+        self.vector_search = search or VectorSearchOptions()
+        self._search = TableSearch(self.vector_search, rrf_k)
         self._db = lancedb.connect(str(self.root))
         self._lock = threading.RLock()  # one writer per process; LanceDB resolves across processes
+        # Open tables are kept: opening one per query costs more than a small query itself. Writes go
+        # through the same handles, so readers here always see them.
+        self._tables: dict[str, Any] = {}
 
     # --- knowledge bases --------------------------------------------------------------------------
     def _meta_path(self) -> Path:
@@ -174,6 +154,7 @@ class KnowledgeStore:
             meta = self._read_meta()
             meta.pop(name, None)
             self._write_meta(meta)
+            self._tables.pop(name, None)
             self._db.drop_table(self._table_name(name), ignore_missing=True)
 
     def version(self, name: str) -> int:
@@ -194,7 +175,10 @@ class KnowledgeStore:
 
     def _table(self, name: str) -> Any:
         self.get_kb(name)
-        return self._db.open_table(self._table_name(name))
+        table = self._tables.get(name)
+        if table is None:
+            table = self._tables[name] = self._db.open_table(self._table_name(name))
+        return table
 
     # --- documents --------------------------------------------------------------------------------
     def replace_document(
@@ -237,7 +221,7 @@ class KnowledgeStore:
                 table.merge_insert("id")
                 .when_matched_update_all()
                 .when_not_matched_insert_all()
-                .when_not_matched_by_source_delete(f"doc_id = {_quote(doc_id)}")
+                .when_not_matched_by_source_delete(f"doc_id = {quote_literal(doc_id)}")
                 .execute(data)
             )
             self._bump(name)
@@ -246,7 +230,7 @@ class KnowledgeStore:
     def delete_document(self, name: str, doc_id: str) -> bool:
         """Mark a document deleted (one commit); queries skip it from now on. False if it had no rows."""
         table = self._table(name)
-        where = f"doc_id = {_quote(doc_id)} AND deleted = false"
+        where = f"doc_id = {quote_literal(doc_id)} AND deleted = false"
         with self._lock:
             if table.count_rows(where) == 0:
                 return False
@@ -324,46 +308,21 @@ class KnowledgeStore:
                     "remove_stop_words": False,
                 }
             table.create_fts_index("text", **kwargs)
+            # Every query filters on `deleted`, every replace on `doc_id`: index both.
+            table.create_scalar_index("deleted", index_type="BITMAP", replace=True)
+            table.create_scalar_index("doc_id", index_type="BTREE", replace=True)
             rows = table.count_rows()
             if rows >= self.vector_index_min_rows:
+                options = self.vector_search
                 table.create_index(
                     metric="cosine",
                     vector_column_name="vector",
-                    index_type="IVF_HNSW_SQ",
-                    num_partitions=max(1, rows // 20000),
+                    index_type=options.index_type,
+                    num_partitions=max(1, rows // options.rows_per_partition),
                     replace=True,
                 )
 
     # --- search -----------------------------------------------------------------------------------
-    @staticmethod
-    def _where(filters: dict[str, Any] | None) -> str:
-        clauses = ["deleted = false"]
-        for key, value in (filters or {}).items():
-            if key not in FILTERABLE:
-                raise StoreError(f"cannot filter on {key!r}; filterable fields: {', '.join(FILTERABLE)}")
-            clauses.append(f"{key} = {_quote(value)}")
-        return " AND ".join(clauses)
-
-    def _hits(self, rows: list[dict[str, Any]], score_key: str, transform: Any = None) -> list[Hit]:
-        hits = []
-        for row in rows:
-            raw = float(row[score_key])
-            hits.append(
-                Hit(
-                    text=row["text"],
-                    score=transform(raw) if transform else raw,
-                    document=row["doc_id"],
-                    chunk=int(row["chunk"]),
-                    metadata={
-                        "source": row["source"],
-                        "title": row["title"],
-                        "format": row["format"],
-                        **json.loads(row["metadata"] or "{}"),
-                    },
-                )
-            )
-        return hits
-
     def search(
         self,
         name: str,
@@ -376,69 +335,16 @@ class KnowledgeStore:
         filters: dict[str, Any] | None = None,
     ) -> list[Hit]:
         table = self._table(name)
-        where = self._where(filters)
+        where = where_clause(filters)
         columns = ["doc_id", "chunk", "text", "source", "title", "format", "metadata"]
         if mode == "vector":
-            hits = self._vector(table, vector, where, columns, top_k)
+            hits = self._search.vector(table, vector, where, columns, top_k)
         elif mode == "fulltext":
-            hits = self._fulltext(table, query, where, columns, top_k)
+            hits = self._search.fulltext(table, query, where, columns, top_k)
         elif mode == "hybrid":
-            depth = max(top_k * 4, 20)
-            hits = self.fuse(
-                [
-                    self._vector(table, vector, where, columns, depth),
-                    self._fulltext(table, query, where, columns, depth),
-                ],
-                top_k,
-            )
+            hits = self._search.hybrid(table, query, vector, where, columns, top_k)
         else:
             raise StoreError(f"unknown search mode {mode!r}; use vector, fulltext or hybrid")
         if score_threshold is not None:
             hits = [h for h in hits if h.score >= score_threshold]
         return hits[:top_k]
-
-    def _vector(
-        self, table: Any, vector: Sequence[float] | None, where: str, columns: list[str], limit: int
-    ) -> list[Hit]:
-        if vector is None:
-            raise StoreError("vector search needs a query vector")
-        rows = (
-            table.search(list(vector), vector_column_name="vector")
-            .metric("cosine")
-            .where(where, prefilter=True)
-            .select(columns)
-            .limit(limit)
-            .to_arrow()
-            .to_pylist()
-        )
-        return self._hits(rows, "_distance", lambda d: 1.0 - d)  # cosine similarity
-
-    def _fulltext(self, table: Any, query: str, where: str, columns: list[str], limit: int) -> list[Hit]:
-        if not query.strip():
-            return []
-        try:
-            rows = (
-                table.search(query, query_type="fts", fts_columns="text")
-                .where(where, prefilter=True)
-                .select(columns)
-                .limit(limit)
-                .to_arrow()
-                .to_pylist()
-            )
-        except (ValueError, RuntimeError) as exc:
-            if "index" in str(exc).lower():
-                return []  # no full-text index yet (empty table)
-            raise
-        return self._hits(rows, "_score")
-
-    def fuse(self, rankings: list[list[Hit]], top_k: int) -> list[Hit]:
-        """Reciprocal rank fusion: score = sum over rankings of 1 / (k + rank)."""
-        fused: dict[tuple[str, int], Hit] = {}
-        scores: dict[tuple[str, int], float] = {}
-        for ranking in rankings:
-            for rank, hit in enumerate(ranking, start=1):
-                key = (hit.document, hit.chunk)
-                fused.setdefault(key, hit)
-                scores[key] = scores.get(key, 0.0) + 1.0 / (self.rrf_k + rank)
-        ordered = sorted(scores, key=lambda k: scores[k], reverse=True)[:top_k]
-        return [Hit(**{**fused[k].__dict__, "score": scores[k]}) for k in ordered]

@@ -86,14 +86,16 @@ def render(out: Path, results: dict[str, Any]) -> str:
             "# Question-cache benchmark",
             "",
             f"{results['date']}, {results['cpus']} CPUs, through nginx at {results['url']}. "
-            f"{results['questions']} distinct questions at temperature 0, max_tokens {results['max_tokens']}; "
+            f"{results['questions']} distinct questions at temperature 0, "
+            f"max_tokens {results['max_tokens']}; "
             f"each asked once (generated) and {results['repeats']} more times (cached), one at a time.",
             "Command: `make bench-cache`.",
             "",
             "| answer | requests | p50 ms | p95 ms |",
             "|---|---:|---:|---:|",
             f"| generated (miss) | {results['questions']} | {g['p50']:.1f} | {g['p95']:.1f} |",
-            f"| cached (hit) | {results['questions'] * results['repeats']} | {c['p50']:.2f} | {c['p95']:.2f} |",
+            f"| cached (hit) | {results['questions'] * results['repeats']} | "
+            f"{c['p50']:.2f} | {c['p95']:.2f} |",
             "",
             f"Cached p50 is {c['p50'] / g['p50']:.4f}x of generated ({speedup:.0f}x faster); "
             f"goal cached p50 <= 5 ms: {'met' if c['p50'] <= 5 else 'missed'}. "

@@ -15,6 +15,11 @@ from tests.conftest import ROOT, Stack
 BOUND_S = 60  # how long a change may take to show up in search
 
 
+def last_json(stdout: str) -> dict[str, object]:
+    """The CLI's JSON summary: its last JSON line (Ray may print its own warnings around it)."""
+    return next(json.loads(line) for line in reversed(stdout.splitlines()) if line.startswith("{"))
+
+
 def search_docs(stack: Stack, kb: str, query: str) -> dict[str, str]:
     resp = httpx.post(
         f"{stack.url}/v1/knowledge_bases/{kb}/search",
@@ -61,12 +66,10 @@ def test_cli_sync_pass_catches_up(stack: Stack, tmp_path: Path) -> None:
     (tmp_path / "b.md").write_text("# B\n\ncompressor manual beta")
     first = stack.raychat("kb", "sync", kb, str(tmp_path), timeout=300)
     assert first.returncode == 0, first.stderr
-    assert sorted(json.loads(first.stdout.strip().splitlines()[-1])["added"]) == ["a.txt", "b.md"]
+    assert sorted(last_json(first.stdout)["added"]) == ["a.txt", "b.md"]
     (tmp_path / "a.txt").write_text("compressor manual alpha, revised")
     (tmp_path / "b.md").unlink()
-    second = json.loads(
-        stack.raychat("kb", "sync", kb, str(tmp_path), timeout=300).stdout.strip().splitlines()[-1]
-    )
+    second = last_json(stack.raychat("kb", "sync", kb, str(tmp_path), timeout=300).stdout)
     assert (second["modified"], second["deleted"]) == (["a.txt"], ["b.md"])
     assert set(search_docs(stack, kb, "compressor")) == {"a.txt"}
 
@@ -77,7 +80,7 @@ def test_cli_ingest_parallel_with_summary(stack: Stack, tmp_path: Path) -> None:
     (tmp_path / "bad.pdf").write_bytes(b"%PDF-1.4 broken")
     kb = f"ing-{uuid.uuid4().hex[:6]}"
     result = stack.raychat("kb", "ingest", kb, str(tmp_path), timeout=300)
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = last_json(result.stdout)
     assert summary["ingested"] == 6 and summary["failed"] == 1 and summary["chunks"] >= 6
     assert result.returncode == 1  # a failed file is reported, not hidden
     assert "files" in result.stderr  # progress was shown
