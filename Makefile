@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: install up down status test test-unit lint bench-engine bench-knowledge bench-cache
+.PHONY: install up down status test test-unit lint loadtest bench-engine bench-knowledge bench-cache bench-ingress
 
 install: $(STAMP)
 
@@ -52,6 +52,10 @@ test-unit: install
 lint: install
 	$(BIN)/ruff check .
 
+# make loadtest TIER=1|2|3 INGRESS=nginx|traefik|direct (against the running stack)
+loadtest: install
+	$(BIN)/raychat loadtest --tier $(TIER) --ingress $(or $(INGRESS),nginx)
+
 bench-engine: install
 	$(BIN)/raychat bench engine
 
@@ -60,3 +64,6 @@ bench-knowledge: install
 
 bench-cache: install
 	$(BIN)/raychat bench cache
+
+bench-ingress: install
+	$(BIN)/raychat bench ingress

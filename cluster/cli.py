@@ -30,8 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     sync = kb_sub.add_parser("sync", help="one folder-sync pass: add, replace, mark deleted")
     sync.add_argument("name")
     sync.add_argument("folder")
-    bench = sub.add_parser("bench", help="benchmarks: `raychat bench engine|knowledge|cache [...]`")
-    bench.add_argument("suite", choices=["engine", "knowledge", "cache"])
+    load = sub.add_parser("loadtest", help="the Locust suite, headless, through an entry point")
+    load.add_argument("--tier", choices=["1", "2", "3"], default="1")
+    load.add_argument("--ingress", dest="target", choices=["nginx", "traefik", "direct"], default="nginx")
+    load.add_argument("--users", type=int, help="fixed user count instead of the tier's shape")
+    load.add_argument("--duration", default="30s", help="with --users: how long (Locust's -t)")
+    load.add_argument("user_classes", nargs="*", help="only these Locust user classes")
+    bench = sub.add_parser("bench", help="benchmarks: `raychat bench engine|knowledge|cache|ingress [...]`")
+    bench.add_argument("suite", choices=["engine", "knowledge", "cache", "ingress"])
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     return parser
 
@@ -102,10 +108,21 @@ def _run(args: argparse.Namespace, settings: object) -> int:
         )
         return 0 if not report.failed else 1
     elif command == "bench":
-        from cluster.bench import cache, engine, knowledge
+        from cluster.bench import cache, engine, ingress, knowledge
 
-        suite = {"engine": engine, "knowledge": knowledge, "cache": cache}[args.suite]
+        suite = {"engine": engine, "knowledge": knowledge, "cache": cache, "ingress": ingress}[args.suite]
         return suite.main(args.bench_args, settings)
+    elif command == "loadtest":
+        from cluster import loadtest
+
+        return loadtest.run(
+            settings,
+            tier=args.tier,
+            ingress=args.target,
+            users=args.users,
+            duration=args.duration,
+            user_classes=args.user_classes,
+        )
     elif command == "status":
         print(json.dumps(local.status(settings), indent=2, default=str))
     return 0

@@ -35,6 +35,12 @@ TEST_ENV = {
     "RAYCHAT_REDIS__RETRY_INTERVAL_S": "1",
     # Two gateway replicas: sessions, the LRU and metrics are tested across replicas.
     "RAYCHAT_GATEWAY__NUM_REPLICAS": "2",
+    # Both proxies in front, as `make up INGRESS=both`.
+    "RAYCHAT_INGRESS__KIND": "both",
+    # A small LLM queue, so the backpressure test can fill it: 16 running + 16 queued per gateway.
+    "RAYCHAT_LLM__TARGET_ONGOING_REQUESTS": "8",
+    "RAYCHAT_LLM__MAX_ONGOING_REQUESTS": "16",
+    "RAYCHAT_LLM__MAX_QUEUED_REQUESTS": "16",
     "HF_HUB_OFFLINE": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -45,6 +51,7 @@ TEST_ENV = {
 class Stack:
     url: str  # the public URL `raychat up` printed (nginx)
     serve_url: str
+    traefik_url: str
     env: dict[str, str]
     up_output: str
 
@@ -77,6 +84,7 @@ def start_stack(env: dict[str, str]) -> Stack:
     return Stack(
         url=match.group(1),
         serve_url=f"http://127.0.0.1:{TEST_ENV['RAYCHAT_SERVE__PORT']}",
+        traefik_url=f"http://127.0.0.1:{TEST_ENV['RAYCHAT_INGRESS__TRAEFIK_PORT']}",
         env=env,
         up_output=result.stdout,
     )

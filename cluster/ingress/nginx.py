@@ -25,7 +25,11 @@ def render(settings: RaychatSettings, prefix: Path) -> str:
     ing = settings.ingress
     logs = settings.logs_dir
     limit = settings.gateway.max_body_bytes
-    servers = "\n".join(f"        server {u} max_fails=2 fail_timeout=5s;" for u in upstreams(settings))
+    # Passive health checks: after max_fails failures a Serve proxy is left out for fail_timeout.
+    servers = "\n".join(
+        f"        server {u} max_fails={ing.max_fails} fail_timeout={ing.fail_timeout_s:.0f}s;"
+        for u in upstreams(settings)
+    )
     too_large = (_TOO_LARGE % limit).replace("'", "\\'")
     return f"""# Rendered by raychat from settings; edits are overwritten by `raychat up`.
 daemon off;
@@ -77,7 +81,8 @@ http {{
             proxy_connect_timeout {ing.connect_timeout_s:.0f}s;
             proxy_read_timeout {ing.read_timeout_s:.0f}s;
             proxy_send_timeout {ing.read_timeout_s:.0f}s;
-            # Fail over to another Serve proxy on connection errors; nginx never retries POSTs.
+            # Fail over to another Serve proxy: any request whose connection failed before it was sent,
+            # and idempotent ones on timeouts and 502s too (nginx never resends a POST once sent).
             proxy_next_upstream error timeout http_502;
             proxy_next_upstream_tries 2;
         }}

@@ -48,17 +48,48 @@ def static_config(settings: RaychatSettings, dynamic_file: Path) -> dict[str, An
         "log": {"level": "WARN", "filePath": str(settings.logs_dir / "traefik.log")},
         "accessLog": {
             "filePath": str(settings.logs_dir / "traefik-access.log"),
-            "fields": {"headers": {"defaultMode": "drop", "names": {"X-Trace-ID": "keep"}}},
+            # JSON: the only format that carries headers; the gateway's X-Trace-ID is logged as
+            # `downstream_X-Trace-Id`.
+            "format": "json",
+            "fields": {"headers": {"defaultMode": "drop", "names": {"X-Trace-Id": "keep"}}},
         },
     }
 
 
+UPLOAD_RULE = "Method(`POST`) && PathRegexp(`^/v1/knowledge_bases/[^/]+/documents$`)"
+IDEMPOTENT_RULE = "Method(`GET`) || Method(`HEAD`) || Method(`OPTIONS`)"
+
+
 def dynamic_config(settings: RaychatSettings) -> dict[str, Any]:
+    """Three routers over one service. Uploads get the buffering middleware, the only way Traefik enforces
+    a body limit (413), and it buffers whole responses too, so streams must not pass it. Idempotent
+    requests get the retry middleware (Traefik would also resend a POST that reached a server that then
+    failed). Failover for everything else comes from the health checks taking a dead Serve proxy out."""
     ing = settings.ingress
+    limit = settings.gateway.max_body_bytes
+    entry = {"entryPoints": ["web"], "service": "raychat"}
     return {
         "http": {
             "routers": {
-                "raychat": {"rule": "PathPrefix(`/`)", "entryPoints": ["web"], "service": "raychat"},
+                "raychat-uploads": {
+                    **entry,
+                    "rule": UPLOAD_RULE,
+                    "priority": 30,
+                    "middlewares": ["body-limit"],
+                },
+                "raychat-idempotent": {
+                    **entry,
+                    "rule": IDEMPOTENT_RULE,
+                    "priority": 20,
+                    "middlewares": ["retry"],
+                },
+                "raychat": {**entry, "rule": "PathPrefix(`/`)", "priority": 10},
+            },
+            "middlewares": {
+                "body-limit": {
+                    "buffering": {"maxRequestBodyBytes": limit, "memRequestBodyBytes": min(limit, 2 << 20)}
+                },
+                "retry": {"retry": {"attempts": 2, "initialInterval": "50ms"}},
             },
             "services": {
                 "raychat": {
@@ -68,6 +99,12 @@ def dynamic_config(settings: RaychatSettings) -> dict[str, Any]:
                         # SSE: forward every chunk at once.
                         "responseForwarding": {"flushInterval": "1ms"},
                         "serversTransport": "raychat",
+                        "healthCheck": {
+                            "path": "/healthz",
+                            "interval": f"{ing.health_interval_s:g}s",
+                            "timeout": f"{ing.connect_timeout_s:.0f}s",
+                        },
+                        "passiveHealthCheck": {"failureWindow": "5s", "maxFailedAttempts": 2},
                     }
                 }
             },
@@ -77,11 +114,19 @@ def dynamic_config(settings: RaychatSettings) -> dict[str, Any]:
                     "forwardingTimeouts": {
                         "dialTimeout": f"{ing.connect_timeout_s:.0f}s",
                         "responseHeaderTimeout": f"{ing.read_timeout_s:.0f}s",
+                        "idleConnTimeout": "60s",
                     },
                 }
             },
         }
     }
+
+
+def server_status(settings: RaychatSettings) -> dict[str, str]:
+    """Traefik's view of each Serve proxy: {"http://host:port": "UP"|"DOWN"}."""
+    url = f"http://{settings.ingress.host}:{api_port(settings)}/api/http/services/raychat@file"
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return dict(json.loads(resp.read()).get("serverStatus", {}))
 
 
 def binary() -> str:

@@ -42,6 +42,7 @@ def test_streamed_chat_arrives_in_chunks(client: openai.OpenAI) -> None:
         temperature=0,
         stream=True,
         stream_options={"include_usage": True},
+        extra_body={"cache": False},  # a cached replay would arrive at once
     )
     pieces, arrivals, usage = [], [], None
     for chunk in stream:

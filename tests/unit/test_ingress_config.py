@@ -56,3 +56,23 @@ def test_traefik_config_from_same_settings(settings, tmp_path: Path) -> None:  #
     assert static["entryPoints"]["web"]["address"] == "127.0.0.1:8081"
     servers = traefik.dynamic_config(settings)["http"]["services"]["raychat"]["loadBalancer"]["servers"]
     assert [s["url"] for s in servers] == ["http://127.0.0.1:8000", "http://127.0.0.1:8001"]
+
+
+def test_traefik_routes_uploads_through_the_body_limit_only(settings) -> None:  # type: ignore[no-untyped-def]
+    http = traefik.dynamic_config(settings)["http"]
+    routers = http["routers"]
+    assert routers["raychat-uploads"]["middlewares"] == ["body-limit"]
+    assert "documents" in routers["raychat-uploads"]["rule"]
+    assert http["middlewares"]["body-limit"]["buffering"]["maxRequestBodyBytes"] == 10 * 1024 * 1024
+    # streams never pass the buffering middleware; only idempotent methods are retried
+    assert "middlewares" not in routers["raychat"]
+    assert routers["raychat-idempotent"]["middlewares"] == ["retry"]
+    assert "POST" not in routers["raychat-idempotent"]["rule"]
+    lb = http["services"]["raychat"]["loadBalancer"]
+    assert lb["healthCheck"]["path"] == "/healthz" and lb["passiveHealthCheck"]["maxFailedAttempts"] == 2
+
+
+def test_nginx_passive_health_checks(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    text = nginx.render(settings, tmp_path)
+    assert "server 127.0.0.1:8000 max_fails=2 fail_timeout=5s;" in text
+    assert "proxy_next_upstream error timeout http_502;" in text
