@@ -30,6 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     sync = kb_sub.add_parser("sync", help="one folder-sync pass: add, replace, mark deleted")
     sync.add_argument("name")
     sync.add_argument("folder")
+    batch = sub.add_parser("batch", help="answer a JSONL file of chat requests (Ray Data + vLLM), resumable")
+    batch.add_argument("--input", required=True, help="JSONL: {custom_id, body: {messages, ...}} per line")
+    batch.add_argument("--output", required=True, help="JSONL answers; an existing file is resumed")
+    batch.add_argument("--knowledge-base", help="answer with context from this knowledge base")
+    batch.add_argument("--limit", help="only the first N rows of the input")
+    batch.add_argument("--batch-size", help="rows per engine batch (default 16)")
+    batch.add_argument("--concurrency", help="vLLM engine replicas (default 1)")
     load = sub.add_parser("loadtest", help="the Locust suite, headless, through an entry point")
     load.add_argument("--tier", choices=["1", "2", "3"], default="1")
     load.add_argument("--ingress", dest="target", choices=["nginx", "traefik", "direct"], default="nginx")
@@ -107,6 +114,19 @@ def _run(args: argparse.Namespace, settings: object) -> int:
             )
         )
         return 0 if not report.failed else 1
+    elif command == "batch":
+        from cluster.jobs import batch_chat
+
+        argv = ["--input", args.input, "--output", args.output]
+        for flag, value in (
+            ("--knowledge-base", args.knowledge_base),
+            ("--limit", args.limit),
+            ("--batch-size", args.batch_size),
+            ("--concurrency", args.concurrency),
+        ):
+            if value is not None:
+                argv += [flag, value]
+        return batch_chat.main(argv, settings=settings)
     elif command == "bench":
         from cluster.bench import cache, engine, ingress, knowledge
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import threading
 import time
@@ -21,7 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import lancedb
+# LanceDB logs a deprecation warning per query for our column selection (it still projects the
+# score columns, which we read); keep its log to errors unless the operator sets LANCEDB_LOG.
+os.environ.setdefault("LANCEDB_LOG", "error")
+
+import lancedb  # noqa: E402
 import pyarrow as pa
 
 from knowledge.errors import InvalidName, KnowledgeBaseNotFound, StoreError
@@ -217,13 +222,18 @@ class KnowledgeStore:
                 raise StoreError(f"vector of dimension {len(row['vector'])}; the store expects {self.dim}")
         data = pa.Table.from_pylist(rows, schema=schema(self.dim))
         with self._lock:
-            (
-                table.merge_insert("id")
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .when_not_matched_by_source_delete(f"doc_id = {quote_literal(doc_id)}")
-                .execute(data)
-            )
+            if table.count_rows(f"doc_id = {quote_literal(doc_id)}") == 0:
+                # A new document: a plain append is one commit too, without merge_insert's join
+                # against the whole table (that join made bulk ingestion slow down as tables grew).
+                table.add(data)
+            else:
+                (
+                    table.merge_insert("id")
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .when_not_matched_by_source_delete(f"doc_id = {quote_literal(doc_id)}")
+                    .execute(data)
+                )
             self._bump(name)
         return len(rows)
 
