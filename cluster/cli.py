@@ -10,6 +10,8 @@ from cluster.model_store import ModelStoreError
 from cluster.processes import ProcessError
 from cluster.settings import SettingsError, load_settings
 
+BENCH_SUITES = ["engine", "knowledge", "cache", "ingress", "batch"]
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raychat", description="private-knowledge chat on Ray Serve")
@@ -43,8 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--users", type=int, help="fixed user count instead of the tier's shape")
     load.add_argument("--duration", default="30s", help="with --users: how long (Locust's -t)")
     load.add_argument("user_classes", nargs="*", help="only these Locust user classes")
-    bench = sub.add_parser("bench", help="benchmarks: `raychat bench engine|knowledge|cache|ingress [...]`")
-    bench.add_argument("suite", choices=["engine", "knowledge", "cache", "ingress"])
+    bench = sub.add_parser("bench", help="benchmarks: `raychat bench SUITE [...]`")
+    bench.add_argument("suite", choices=BENCH_SUITES)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     return parser
 
@@ -128,9 +130,9 @@ def _run(args: argparse.Namespace, settings: object) -> int:
                 argv += [flag, value]
         return batch_chat.main(argv, settings=settings)
     elif command == "bench":
-        from cluster.bench import cache, engine, ingress, knowledge
+        import importlib
 
-        suite = {"engine": engine, "knowledge": knowledge, "cache": cache, "ingress": ingress}[args.suite]
+        suite = importlib.import_module(f"cluster.bench.{args.suite}")
         return suite.main(args.bench_args, settings)
     elif command == "loadtest":
         from cluster import loadtest

@@ -210,6 +210,34 @@ def load_pptx(path: Path, data: bytes, source: str | None) -> list[Section]:
     return sections
 
 
+def load_epub(path: Path, data: bytes, source: str | None) -> list[Section]:
+    """One section per chapter (spine document) of an EPUB, its text taken from the XHTML."""
+    import tempfile
+
+    import ebooklib
+    from bs4 import BeautifulSoup
+    from ebooklib import epub
+
+    # ebooklib reads from a path; the upload arrives as bytes.
+    with tempfile.NamedTemporaryFile(suffix=".epub") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        try:
+            book = epub.read_epub(tmp.name, options={"ignore_ncx": True})
+        except Exception as exc:
+            raise LoadError(f"not a readable EPUB: {exc}") from exc
+    titles = book.get_metadata("DC", "title")
+    meta = _base_meta(path, source) | ({"title": titles[0][0]} if titles else {})
+    sections = []
+    for number, item in enumerate(book.get_items_of_type(ebooklib.ITEM_DOCUMENT), start=1):
+        soup = BeautifulSoup(item.get_content(), "html.parser")
+        lines = [line.strip() for line in soup.get_text("\n").splitlines()]
+        text = "\n".join(line for line in lines if line)
+        if text:
+            sections.append(Section(text, meta | {"chapter": number}))
+    return sections
+
+
 LOADERS: dict[str, Callable[[Path, bytes, str | None], list[Section]]] = {
     ".txt": load_text,
     ".md": load_text,
@@ -226,6 +254,7 @@ LOADERS: dict[str, Callable[[Path, bytes, str | None], list[Section]]] = {
     ".jsonl": load_json,
     ".xlsx": load_xlsx,
     ".pptx": load_pptx,
+    ".epub": load_epub,
 }
 
 

@@ -110,6 +110,33 @@ def test_xlsx_and_pptx(tmp_path: Path) -> None:
     assert load_file(tmp_path / "q.pptx")[0].metadata["slide"] == 1
 
 
+def test_epub_chapters(tmp_path: Path) -> None:
+    from ebooklib import epub
+
+    book = epub.EpubBook()
+    book.set_identifier("manual-1")
+    book.set_title("Pump manual")
+    book.set_language("zh")
+    chapters = []
+    bodies = ["<h1>安装</h1><p>先检查阀门。</p>", "<h1>Maintenance</h1><p>Every 500 hours.</p>"]
+    for i, body in enumerate(bodies):
+        chapter = epub.EpubHtml(title=f"c{i}", file_name=f"c{i}.xhtml", lang="zh")
+        chapter.content = f"<html><body>{body}</body></html>"
+        book.add_item(chapter)
+        chapters.append(chapter)
+    book.toc = chapters
+    book.spine = chapters
+    book.add_item(epub.EpubNcx())
+    book.add_item(epub.EpubNav())
+    epub.write_epub(str(tmp_path / "manual.epub"), book)
+    sections = load_file(tmp_path / "manual.epub")
+    texts = [s.text for s in sections]
+    assert any("先检查阀门" in t for t in texts) and any("Every 500 hours." in t for t in texts)
+    assert sections[0].metadata["title"] == "Pump manual" and "chapter" in sections[0].metadata
+    with pytest.raises(LoadError, match="EPUB"):
+        load_bytes("broken.epub", b"PK not a zip")
+
+
 def test_unsupported_type() -> None:
     with pytest.raises(UnsupportedFormat, match=r"\.exe"):
         load_bytes("tool.exe", b"MZ")
