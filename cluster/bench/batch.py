@@ -51,12 +51,18 @@ def prompts(n: int, max_tokens: int) -> list[dict[str, Any]]:
 def run_batch(settings: RaychatSettings, rows: list[dict[str, Any]], work: Path) -> dict[str, Any]:
     from cluster.jobs import batch_chat
 
-    source, output = work / "prompts.jsonl", work / "answers.jsonl"
+    source, output = work / f"prompts-{len(rows)}.jsonl", work / f"answers-{len(rows)}.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     output.unlink(missing_ok=True)
     started = time.perf_counter()
-    code = batch_chat.main(["--input", str(source), "--output", str(output)], settings=settings)
+    import contextlib
+    import io
+
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        code = batch_chat.main(["--input", str(source), "--output", str(output)], settings=settings)
     elapsed = time.perf_counter() - started
+    summary = json.loads(captured.getvalue().strip().splitlines()[-1])
     tokens = 0
     answered = 0
     for line in output.read_text().splitlines():
@@ -71,7 +77,20 @@ def run_batch(settings: RaychatSettings, rows: list[dict[str, Any]], work: Path)
         "seconds": round(elapsed, 1),
         "rows_per_s": round(answered / elapsed, 2),
         "output_tok_per_s": round(tokens / elapsed, 1),
-        "note": "wall time includes starting the batch engine",
+        "tokens": tokens,
+        "job_summary": summary,
+    }
+
+
+def engine_up_rates(small: dict[str, Any], full: dict[str, Any]) -> dict[str, float]:
+    """Both runs pay one engine start; their difference is generation alone (Ray Data hands the rows
+    back at the end, so arrival times cannot separate the two)."""
+    seconds = full["seconds"] - small["seconds"]
+    if seconds <= 0:
+        return {}
+    return {
+        "steady_rows_per_s": round((full["answered"] - small["answered"]) / seconds, 2),
+        "steady_output_tok_per_s": round((full["tokens"] - small["tokens"]) / seconds, 1),
     }
 
 
@@ -107,7 +126,8 @@ def run_online(url: str, model: str, rows: list[dict[str, Any]], concurrency: in
 
 def render(out: Path, results: dict[str, Any]) -> str:
     b, o = results["batch"], results["online"]
-    ratio = b["output_tok_per_s"] / o["output_tok_per_s"] if o["output_tok_per_s"] else 0.0
+    steady = b.get("steady_output_tok_per_s") or b["output_tok_per_s"]
+    ratio = steady / o["output_tok_per_s"] if o["output_tok_per_s"] else 0.0
     table = "\n".join(
         [
             "# Batch benchmark",
@@ -117,13 +137,15 @@ def render(out: Path, results: dict[str, Any]) -> str:
             "",
             "| path | rows answered | seconds | rows/s | output tok/s |",
             "|---|---:|---:|---:|---:|",
-            f"| batch job (Ray Data + vLLM, engine start included) | {b['answered']} | {b['seconds']} | "
+            f"| batch job, wall time (engine start included) | {b['answered']} | {b['seconds']} | "
             f"{b['rows_per_s']} | {b['output_tok_per_s']} |",
+            f"| batch job, generation only (minus a {b['warmup']['rows']}-row run's time) | | | "
+            f"{b['steady_rows_per_s']} | {b['steady_output_tok_per_s']} |",
             f"| online API through nginx ({o['concurrency']} in flight) | {o['answered']} | {o['seconds']} | "
             f"{o['rows_per_s']} | {o['output_tok_per_s']} |",
             "",
-            f"Batch / online output tok/s: {ratio:.2f}x. The batch engine runs beside the Serve replica on "
-            "the same cores, so on this 2-core host neither has the CPUs to itself.",
+            f"Batch (engine up) / online output tok/s: {ratio:.2f}x. The batch engine runs beside the "
+            "Serve replica on the same cores, so on this 2-core host neither has the CPUs to itself.",
         ]
     )
     (out / "batch.md").write_text(table + "\n")
@@ -135,10 +157,10 @@ def render(out: Path, results: dict[str, Any]) -> str:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.bar(
         ["batch job", "online API"],
-        [b["output_tok_per_s"], o["output_tok_per_s"]],
+        [b.get("steady_output_tok_per_s") or b["output_tok_per_s"], o["output_tok_per_s"]],
         color=["tab:blue", "tab:orange"],
     )
-    ax.set_ylabel("output tokens/s")
+    ax.set_ylabel("output tokens/s (batch: once its engine is up)")
     ax.set_title(f"{b['rows']} prompts, max_tokens {results['max_tokens']}")
     fig.tight_layout()
     fig.savefig(out / "batch.png", dpi=120)
@@ -151,6 +173,7 @@ def main(argv: list[str] | None = None, settings: RaychatSettings | None = None)
     parser.add_argument("--rows", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--warmup-rows", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     settings = settings or load_settings()
@@ -162,8 +185,13 @@ def main(argv: list[str] | None = None, settings: RaychatSettings | None = None)
     work.mkdir(parents=True, exist_ok=True)
     rows = prompts(args.rows, args.max_tokens)
     try:
-        log("batch job")
+        log(f"batch job, {args.warmup_rows} rows (engine start + a little generation)")
+        small = run_batch(settings, rows[: args.warmup_rows], work)
+        log(f"  {small}")
+        log(f"batch job, {len(rows)} rows")
         batch = run_batch(settings, rows, work)
+        batch.update(engine_up_rates(small, batch))
+        batch["warmup"] = small
         log(f"  {batch}")
         log("online API")
         online = run_online(url, settings.llm.model_id, rows, args.concurrency)

@@ -56,19 +56,23 @@ class ProcessSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _tree(self) -> list[psutil.Process]:
-        root = psutil.Process(self.pid)
-        return [root, *root.children(recursive=True)]
+    def _tree(self, known: dict[int, psutil.Process]) -> list[psutil.Process]:
+        # The same Process objects each time: cpu_percent() measures since that object's last call.
+        assert self.pid is not None
+        if self.pid not in known:
+            known[self.pid] = psutil.Process(self.pid)
+        root = known[self.pid]
+        return [root, *(known.setdefault(p.pid, p) for p in root.children(recursive=True))]
 
     def _run(self) -> None:
         if self.pid is None:
             return
+        known: dict[int, psutil.Process] = {}
         try:
-            procs = self._tree()
-            for p in procs:
+            for p in self._tree(known):
                 p.cpu_percent(None)
             while not self._stop.wait(1.0):
-                procs = self._tree()
+                procs = self._tree(known)
                 self.rss.append(sum(p.memory_info().rss for p in procs) / 2**20)
                 self.cpu.append(sum(p.cpu_percent(None) for p in procs))
         except psutil.Error:
@@ -127,7 +131,10 @@ def run_target(settings: RaychatSettings, target: str) -> dict[str, Any]:
                 user_classes=spec["classes"],
                 name=f"bench-{target}-{run_name}",
             )
-        stats = read_stats(loadtest.RESULTS / f"bench-{target}-{run_name}")
+        prefix = loadtest.RESULTS / f"bench-{target}-{run_name}"
+        if not (prefix.parent / f"{prefix.name}_stats.csv").exists():
+            raise RuntimeError(f"Locust wrote no stats for {target} {run_name} (exit {code}); see its output")
+        stats = read_stats(prefix)
         total = stats["names"].get("Aggregated", {"requests": 0, "failures": 0})
         ok = total["requests"] - total["failures"]
         out[run_name] = {
@@ -161,7 +168,7 @@ def render(out: Path, results: dict[str, Any]) -> str:
         "they measure the proxies and the serving path (Serve proxy, gateway, Redis) rather than the "
         "engine. Users wait 0.5-2 s between requests.",
         "",
-        "| entry | t1 TTFT p50 ms | t1 stream p50 ms | t2 p50 ms | t2 p95 ms | t2 req/s | t3 success % "
+        "| entry | t1 TTFT p50 ms | t1 whole answer p50 ms | t2 p50 ms | t2 p95 ms | t2 req/s | t3 success % "
         "| t3 503 backpressure | t3 req/s | t3 p95 ms | proxy RSS MB (max) | proxy CPU % (mean, t3) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -173,7 +180,7 @@ def render(out: Path, results: dict[str, Any]) -> str:
         cpu = r["tier3_load"]["proxy"]["cpu_pct_mean"]
         lines.append(
             f"| {target} | {name_stat(target, 'tier1_stream', TTFT_NAME, 'p50_ms'):.0f}"
-            f" | {name_stat(target, 'tier1_stream', 'chat stream', 'p50_ms'):.0f}"
+            f" | {name_stat(target, 'tier1_stream', 'chat stream: whole answer', 'p50_ms'):.0f}"
             f" | {name_stat(target, 'tier2_latency', 'Aggregated', 'p50_ms'):.0f}"
             f" | {name_stat(target, 'tier2_latency', 'Aggregated', 'p95_ms'):.0f}"
             f" | {name_stat(target, 'tier2_latency', 'Aggregated', 'rps'):.1f}"
