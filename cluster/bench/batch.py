@@ -126,8 +126,8 @@ def run_online(url: str, model: str, rows: list[dict[str, Any]], concurrency: in
 
 def render(out: Path, results: dict[str, Any]) -> str:
     b, o = results["batch"], results["online"]
-    steady = b.get("steady_output_tok_per_s") or b["output_tok_per_s"]
-    ratio = steady / o["output_tok_per_s"] if o["output_tok_per_s"] else 0.0
+    ratio = b["output_tok_per_s"] / o["output_tok_per_s"] if o["output_tok_per_s"] else 0.0
+    extra = b["seconds"] - b["warmup"]["seconds"]
     table = "\n".join(
         [
             "# Batch benchmark",
@@ -139,13 +139,18 @@ def render(out: Path, results: dict[str, Any]) -> str:
             "|---|---:|---:|---:|---:|",
             f"| batch job, wall time (engine start included) | {b['answered']} | {b['seconds']} | "
             f"{b['rows_per_s']} | {b['output_tok_per_s']} |",
-            f"| batch job, generation only (minus a {b['warmup']['rows']}-row run's time) | | | "
-            f"{b['steady_rows_per_s']} | {b['steady_output_tok_per_s']} |",
+            f"| batch job, {b['warmup']['rows']} rows (engine start + a little generation) | "
+            f"{b['warmup']['answered']} | {b['warmup']['seconds']} | {b['warmup']['rows_per_s']} | "
+            f"{b['warmup']['output_tok_per_s']} |",
             f"| online API through nginx ({o['concurrency']} in flight) | {o['answered']} | {o['seconds']} | "
             f"{o['rows_per_s']} | {o['output_tok_per_s']} |",
             "",
-            f"Batch (engine up) / online output tok/s: {ratio:.2f}x. The batch engine runs beside the "
-            "Serve replica on the same cores, so on this 2-core host neither has the CPUs to itself.",
+            f"Batch / online output tok/s, wall time: {ratio:.2f}x. Starting the batch job's own engine "
+            f"dominates: {b['rows'] - b['warmup']['rows']} more rows cost only "
+            f"{extra:.1f} s more than the {b['warmup']['rows']}-row run, within the run-to-run noise of "
+            "the engine start, so a generation-only rate cannot be read off this small run; the batch "
+            "path pays off for files large enough to amortise the start. The batch engine runs beside "
+            "the Serve replica on the same 2 cores.",
         ]
     )
     (out / "batch.md").write_text(table + "\n")
@@ -157,10 +162,10 @@ def render(out: Path, results: dict[str, Any]) -> str:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.bar(
         ["batch job", "online API"],
-        [b.get("steady_output_tok_per_s") or b["output_tok_per_s"], o["output_tok_per_s"]],
+        [b["output_tok_per_s"], o["output_tok_per_s"]],
         color=["tab:blue", "tab:orange"],
     )
-    ax.set_ylabel("output tokens/s (batch: once its engine is up)")
+    ax.set_ylabel("output tokens/s, wall time")
     ax.set_title(f"{b['rows']} prompts, max_tokens {results['max_tokens']}")
     fig.tight_layout()
     fig.savefig(out / "batch.png", dpi=120)

@@ -88,6 +88,13 @@ class Head:
             path = logs / name
             if path.is_file():
                 parts.append(f"--- {path}\n{path.read_text(errors='replace')[-chars:]}")
+        procs = []
+        for proc in self.user.processes():
+            try:
+                procs.append(f"{proc.pid} {' '.join(proc.cmdline())[:200]}")
+            except psutil.NoSuchProcess:
+                pass
+        parts.append("--- processes of the ssh user\n" + "\n".join(procs))
         return "\n".join(parts) + f"\n--- sshd\n{self.server.log_tail(chars)}"
 
 
@@ -233,15 +240,23 @@ def test_ray_up_submit_exec_down_on_this_machine(head: Head) -> None:
 
     def launcher(name: str, command: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
         started = time.monotonic()
-        result = subprocess.run(
-            [RAY, command, "--log-color", "false", *args],
-            cwd=ROOT,
-            env=head.launcher_env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        argv = [RAY, command, "--log-color", "false", *args]
+        try:
+            result = subprocess.run(
+                argv,
+                cwd=ROOT,
+                env=head.launcher_env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:  # a failure like any other: with its output and the logs
+            out, err = (
+                x.decode(errors="replace") if isinstance(x, bytes) else x or ""
+                for x in (exc.stdout, exc.stderr)
+            )
+            result = subprocess.CompletedProcess(argv, -9, out, f"{err}\n(timed out after {timeout}s)")
         timings[name] = round(time.monotonic() - started, 1)
         print(f"$ ray {command} ... -> {result.returncode} in {timings[name]}s", file=sys.stderr)
         print(result.stdout[-2000:], result.stderr[-1000:], file=sys.stderr, sep="\n")
@@ -255,7 +270,7 @@ def test_ray_up_submit_exec_down_on_this_machine(head: Head) -> None:
         assert up.returncode == 0, failed(up)
         assert ray_processes(uid=head.user.uid, mine=True), "no raylet runs as the ssh user"
 
-        submit = launcher("ray submit", "submit", str(config), str(job), timeout=600)
+        submit = launcher("ray submit", "submit", str(config), str(job), timeout=300)
         assert submit.returncode == 0, failed(submit)
         match = re.search(r"RAY_UP_RESULT (\{.*\})", submit.stdout)
         assert match, failed(submit)
@@ -272,7 +287,7 @@ def test_ray_up_submit_exec_down_on_this_machine(head: Head) -> None:
         # `ray status` reads the autoscaler's report, which the head's monitor writes a few seconds in.
         deadline = time.monotonic() + 180
         while True:
-            status = launcher("ray exec", "exec", str(config), "ray status", timeout=300)
+            status = launcher("ray exec", "exec", str(config), "ray status", timeout=120)
             report = status.stdout
             if status.returncode == 0 and re.search(r"/1\.0 CPU", report) and "local.cluster.node" in report:
                 break

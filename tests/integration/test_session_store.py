@@ -5,6 +5,8 @@ Two SessionStore instances on one server stand for two gateway replicas, each wi
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Iterator
 
@@ -74,6 +76,27 @@ def test_question_cache_ttl(server: ValkeyServer) -> None:
         assert await cache.get(key) == {"kind": "json", "body": {"answer": 1}}
         time.sleep(2.2)
         assert await cache.get(key) is None
+
+    asyncio.run(scenario())
+
+
+def test_slow_redis_is_a_miss_and_only_repeated_timeouts_are_an_outage(server: ValkeyServer) -> None:
+    """A stalled server (SIGSTOP) times out; one timeout is a miss, not an outage."""
+
+    async def scenario() -> None:
+        state = redis_state(server, socket_timeout_s=0.2, timeouts_before_down=3, retry_interval_s=30)
+        cache = QuestionCache(state, CacheSettings())
+        await cache.put("k", {"kind": "json", "body": {}})
+        pid = server._process.pid  # type: ignore[union-attr]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            assert await cache.get("k") is None
+            assert state.available  # one slow answer is not an outage
+            assert await cache.get("k") is None
+            assert await cache.get("k") is None
+            assert not state.available  # three in a row are
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     asyncio.run(scenario())
 
