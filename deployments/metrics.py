@@ -49,6 +49,14 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 Labels = tuple[str, ...]
 
 
+def add_series(
+    target: dict[tuple[str, Labels], list[float]], key: tuple[str, Labels], values: list[float]
+) -> None:
+    """Adds one histogram series (bucket counts, then the sum) into `target`."""
+    mine = target.setdefault(key, [0.0] * len(values))
+    target[key] = [a + b for a, b in zip(mine, values, strict=True)]
+
+
 class MetricsRecorder:
     """One per gateway replica: cheap local updates, pushed as deltas in the background."""
 
@@ -103,8 +111,7 @@ class MetricsRecorder:
                 for key, value in counters.items():
                     self._counters[key] += value
                 for key, values in histograms.items():
-                    mine = self._histograms.setdefault(key, [0.0] * len(values))
-                    self._histograms[key] = [a + b for a, b in zip(mine, values, strict=True)]
+                    add_series(self._histograms, key, values)
                 raise
 
 
@@ -128,8 +135,7 @@ class MetricsState:
         for name, labels, value in counters:
             self.counters[(name, tuple(labels))] += value
         for name, labels, values in histograms:
-            mine = self.histograms.setdefault((name, tuple(labels)), [0.0] * len(values))
-            self.histograms[(name, tuple(labels))] = [a + b for a, b in zip(mine, values, strict=True)]
+            add_series(self.histograms, (name, tuple(labels)), values)
         self.gauges[replica_id] = (time.monotonic() if now is None else now, dict(gauges))
 
     def gauge_total(self, name: str, now: float | None = None) -> float:

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from cluster.bench.stack import running_stack
 from cluster.settings import RaychatSettings, load_settings
 
 TOPICS = ["pumps", "valves", "audits", "loans", "sensors", "boilers", "ledgers", "turbines"]
@@ -182,14 +183,10 @@ def main(argv: list[str] | None = None, settings: RaychatSettings | None = None)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     settings = settings or load_settings()
-    from cluster import local, processes
-
-    was_running = processes.is_running(settings.run_dir, local.RAY_HEAD)
-    url = local.up(settings)
     work = settings.data_dir / "bench" / "batch"
     work.mkdir(parents=True, exist_ok=True)
     rows = prompts(args.rows, args.max_tokens)
-    try:
+    with running_stack(settings) as url:
         log(f"batch job, {args.warmup_rows} rows (engine start + a little generation)")
         small = run_batch(settings, rows[: args.warmup_rows], work)
         log(f"  {small}")
@@ -201,9 +198,6 @@ def main(argv: list[str] | None = None, settings: RaychatSettings | None = None)
         log("online API")
         online = run_online(url, settings.llm.model_id, rows, args.concurrency)
         log(f"  {online}")
-    finally:
-        if not was_running:
-            local.down(settings)
     results = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "cpus": os.cpu_count(),

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from cluster.bench.stack import running_stack
 from cluster.settings import RaychatSettings, load_settings
 
 
@@ -144,15 +145,8 @@ def main(argv: list[str] | None = None, settings: RaychatSettings | None = None)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     settings = settings or load_settings()
-    from cluster import local, processes
-
-    was_running = processes.is_running(settings.run_dir, local.RAY_HEAD)
-    url = local.up(settings)
-    try:
+    with running_stack(settings) as url:
         results = run(url, settings.llm.model_id, args.questions, args.repeats, args.max_tokens)
-    finally:
-        if not was_running:
-            local.down(settings)
     results.update(date=time.strftime("%Y-%m-%d %H:%M"), cpus=os.cpu_count(), url=url)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cache.json").write_text(json.dumps(results, indent=2))

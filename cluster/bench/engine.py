@@ -18,6 +18,7 @@ from typing import Any
 from cluster import model_store, processes
 from cluster.bench.load import PROMPTS, LevelResult, run_level
 from cluster.bench.report import write_report
+from cluster.bench.stack import running_stack
 from cluster.settings import RaychatSettings, load_settings
 
 VLLM_SERVER = "vllm-server"
@@ -82,16 +83,9 @@ def bench_plain_vllm(
 
 
 def bench_stack(settings: RaychatSettings, args: argparse.Namespace) -> list[LevelResult]:
-    from cluster import local
-
-    was_running = processes.is_running(settings.run_dir, local.RAY_HEAD)
     log("(b) bringing up the raychat stack (one LLM replica, nginx in front)")
-    url = local.up(settings)
-    try:
+    with running_stack(settings) as url:
         return run_levels("raychat", url, settings.llm.model_id, args)
-    finally:
-        if not was_running:
-            local.down(settings)
 
 
 def bench_hf_generate(

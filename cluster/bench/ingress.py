@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 
 from cluster import loadtest, processes
+from cluster.bench.stack import running_stack
 from cluster.settings import RaychatSettings, load_settings
 
 TARGETS = ("direct", "nginx", "traefik")
@@ -259,17 +260,10 @@ def main(argv: list[str] | None = None, settings: RaychatSettings | None = None)
     args = parser.parse_args(argv)
     settings = settings or load_settings()
     settings.ingress.kind = "both"
-    from cluster import local
-
-    was_running = processes.is_running(settings.run_dir, local.RAY_HEAD)
-    local.up(settings)
     results: dict[str, Any] = {"targets": {}}
-    try:
+    with running_stack(settings):
         for target in args.targets.split(","):
             results["targets"][target] = run_target(settings, target)
-    finally:
-        if not was_running:
-            local.down(settings)
     results.update(date=time.strftime("%Y-%m-%d %H:%M"), cpus=os.cpu_count(), runs=RUNS)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ingress.json").write_text(json.dumps(results, indent=2))

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from cluster.bench.stack import running_stack
 from cluster.settings import RaychatSettings, load_settings
 from knowledge.config import KnowledgeSettings
 from knowledge.store import ChunkRecord, KnowledgeStore
@@ -239,12 +240,8 @@ def main(argv: list[str] | None = None, settings: RaychatSettings | None = None)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     settings = settings or load_settings()
-    from cluster import local, processes
-
-    was_running = processes.is_running(settings.run_dir, local.RAY_HEAD)
-    url = local.up(settings)
     scratch = settings.data_dir / "bench"
-    try:
+    with running_stack(settings) as url:
         log("ingestion through the stack")
         ingestion = bench_ingestion(settings, scratch / "ingest", args.docs)
         log(f"  {ingestion}")
@@ -254,9 +251,6 @@ def main(argv: list[str] | None = None, settings: RaychatSettings | None = None)
             url, settings, [synthetic_text(rng, 30) for _ in range(args.texts)], 32, 8
         )
         log(f"  {embeddings}")
-    finally:
-        if not was_running:
-            local.down(settings)
     stores = [
         bench_store(scratch / f"store{n}", n, 384, args.queries, settings.knowledge) for n in args.sizes
     ]
