@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: install up down status test test-unit lint loadtest bench-engine bench-knowledge bench-cache bench-ingress bench-batch
+.PHONY: install up down status test test-unit lint loadtest bench-engine bench-knowledge bench-cache bench-ingress bench-batch bench-multinode
 
 install: $(STAMP)
 
@@ -70,3 +70,6 @@ bench-ingress: install
 
 bench-batch: install
 	$(BIN)/raychat bench batch
+
+bench-multinode: install
+	$(BIN)/raychat bench multinode

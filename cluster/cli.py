@@ -10,7 +10,7 @@ from cluster.model_store import ModelStoreError
 from cluster.processes import ProcessError
 from cluster.settings import SettingsError, load_settings
 
-BENCH_SUITES = ["engine", "knowledge", "cache", "ingress", "batch"]
+BENCH_SUITES = ["engine", "knowledge", "cache", "ingress", "batch", "multinode"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,6 +22,14 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--ingress", choices=["nginx", "traefik", "both", "none"], help="override ingress.kind")
     sub.add_parser("down", help="stop what `up` started (keeps the data)")
     sub.add_parser("status", help="Ray nodes, deployments and replicas, ingress, URL")
+    join = sub.add_parser("join", help="add this machine to a running Ray head as a worker node")
+    join.add_argument("--address", help="the head's GCS host:port (default: this config's head)")
+    join.add_argument("--name", default="worker", help="local name of this node (pid file, logs)")
+    join.add_argument("--num-gpus", type=int, default=0, help="GPUs this node declares")
+    join.add_argument("--num-cpus", type=int, help="logical CPUs this node offers (default: Ray counts)")
+    join.add_argument("--resources", help='extra Ray resources as JSON, e.g. \'{"llm": 2}\'')
+    leave = sub.add_parser("leave", help="stop a worker node that `join` started here")
+    leave.add_argument("name", nargs="?", default="worker")
     sub.add_parser("config", help="print the effective settings as JSON")
     sub.add_parser("prepare-model", help="convert and cache the bundled model; print its path")
     kb = sub.add_parser("kb", help="knowledge bases: `kb ingest NAME PATH...`, `kb sync NAME FOLDER`")
@@ -94,6 +102,23 @@ def _run(args: argparse.Namespace, settings: object) -> int:
     elif command == "down":
         stopped = local.down(settings)
         print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    elif command == "join":
+        from cluster import nodes
+
+        resources = nodes.parse_resources(args.resources) if args.resources else None
+        pid = nodes.join(
+            settings,
+            name=args.name,
+            num_gpus=args.num_gpus,
+            num_cpus=args.num_cpus,
+            address=args.address,
+            resources=resources,
+        )
+        print(json.dumps({"node": args.name, "pid": pid, "log": str(nodes.log_file(settings, args.name))}))
+    elif command == "leave":
+        from cluster import nodes
+
+        print(f"{args.name}: " + ("stopped" if nodes.leave(settings, args.name) else "was not running"))
     elif command == "kb":
         from cluster import kb
 

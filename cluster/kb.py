@@ -200,4 +200,5 @@ def start_sync_actor(settings: RaychatSettings) -> Any:
         namespace=settings.ray.namespace,
         lifetime="detached",
         get_if_exists=True,
+        resources=settings.placement.head_resources(),  # the followed folders are on the head's disk
     ).remote(settings.serve.app_name, settings.knowledge.model_dump(mode="json"))

@@ -34,7 +34,6 @@ def runtime_env_vars(settings: RaychatSettings) -> dict[str, str]:
     """Environment for Ray and everything it starts: offline, loopback, caches inside the data dir."""
     data = settings.data_dir
     env = {
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "RAY_USAGE_STATS_ENABLED": "0",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
@@ -47,6 +46,10 @@ def runtime_env_vars(settings: RaychatSettings) -> dict[str, str]:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(project_root()), os.environ.get("PYTHONPATH")])),
     }
     if settings.ray.host.startswith("127."):
+        # A loopback head: keep Ray from "resolving" 127.0.0.1 to the host's outward address (which
+        # also stops `ray start` from adding workers; `raychat join` handles that). On a LAN address
+        # Ray's Linux default (clusters enabled) stays.
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         env["VLLM_HOST_IP"] = settings.ray.host
     env.update(settings.serve.env())
     return env
@@ -91,7 +94,7 @@ def start_ray_head(settings: RaychatSettings) -> bool:
     ]
     if settings.ray.num_cpus is not None:
         argv += ["--num-cpus", str(settings.ray.num_cpus)]
-    env = {**os.environ, **runtime_env_vars(settings)}
+    env = {**processes.BASE_ENV, **runtime_env_vars(settings)}
     temp_dir(settings.data_dir).mkdir(parents=True, exist_ok=True)
     say(f"starting the Ray head on {settings.ray_address}")
     processes.spawn(settings.run_dir, RAY_HEAD, argv, log_file=settings.logs_dir / "ray-head.log", env=env)
@@ -158,7 +161,10 @@ def deploy(settings: RaychatSettings, model_path: Path) -> bool:
     previous = json.loads(record.read_text()).get("digest") if record.exists() else None
     if previous == digest and app_status(settings) == "RUNNING":
         return False
-    serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
+    serve.start(
+        proxy_location=settings.serve.proxy_location,
+        http_options={"host": settings.serve.host, "port": settings.serve.port},
+    )
     say(f"deploying '{settings.serve.app_name}' (model {settings.llm.model_id}, profile {settings.profile})")
     failure: list[BaseException] = []
 
@@ -199,6 +205,24 @@ def deployment_summary(settings: RaychatSettings) -> str:
     return "; ".join(parts) or str(app.status)
 
 
+def replica_nodes(settings: RaychatSettings) -> dict[str, dict[str, int]]:
+    """Live replicas of the app per deployment and node: {deployment: {node_id: count}}."""
+    from ray.util.state import list_actors
+
+    prefix = f"ServeReplica:{settings.serve.app_name}:"
+    placement: dict[str, dict[str, int]] = {}
+    for actor in list_actors(
+        address=settings.ray_address,  # never "whichever Ray instance this host runs"
+        filters=[("state", "=", "ALIVE")],
+        limit=10_000,
+        raise_on_missing_output=False,
+    ):
+        if actor.class_name.startswith(prefix) and actor.node_id:
+            per_node = placement.setdefault(actor.class_name[len(prefix) :], {})
+            per_node[actor.node_id] = per_node.get(actor.node_id, 0) + 1
+    return placement
+
+
 def ingress_modules(settings: RaychatSettings) -> list[Any]:
     kind = settings.ingress.kind
     return {"nginx": [nginx], "traefik": [traefik], "both": [nginx, traefik], "none": []}[kind]
@@ -233,10 +257,15 @@ def down(settings: RaychatSettings) -> list[str]:
 
     if ray.is_initialized():
         ray.shutdown()  # a driver still attached when the GCS goes away would be killed by Ray
+    from cluster import nodes
+
     stopped = []
     for module in (nginx, traefik):
         if module.stop(settings):
             stopped.append(module.NAME)
+    for name in nodes.local_workers(settings):
+        if nodes.leave(settings, name):
+            stopped.append(nodes.service_name(name))
     if processes.stop(settings.run_dir, RAY_HEAD, timeout=30):
         stopped.append(RAY_HEAD)
     if redis_server.stop(settings):
@@ -264,8 +293,18 @@ def status(settings: RaychatSettings) -> dict[str, Any]:
         import ray
 
         connect(settings)
+        placement = replica_nodes(settings)
         report["nodes"] = [
-            {"node": n["NodeManagerAddress"], "alive": n["Alive"], "resources": n["Resources"]}
+            {
+                "node": n["NodeManagerAddress"],
+                "node_id": n["NodeID"],
+                "head": "node:__internal_head__" in n["Resources"],
+                "alive": n["Alive"],
+                "resources": n["Resources"],
+                "replicas": {
+                    dep: nodes[n["NodeID"]] for dep, nodes in placement.items() if n["NodeID"] in nodes
+                },
+            }
             for n in ray.nodes()
         ]
         report["deployments"] = deployment_summary(settings)

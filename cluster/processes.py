@@ -19,6 +19,10 @@ from pathlib import Path
 
 import psutil
 
+# The environment this program started with. Importing Ray, torch or vLLM adds variables to os.environ
+# (LD_LIBRARY_PATH from opencv, KMP_*, TORCHINDUCTOR_*); services started later must not inherit them.
+BASE_ENV = dict(os.environ)
+
 
 class ProcessError(RuntimeError):
     pass
@@ -115,6 +119,23 @@ def stop(run_dir: Path, name: str, *, timeout: float = 20.0) -> bool:
     psutil.wait_procs(alive, timeout=5)
     path.unlink(missing_ok=True)
     return True
+
+
+def kill_now(run_dir: Path, name: str) -> int:
+    """SIGKILL a recorded service and its whole session at once, the way a power cut would (failure
+    drills); returns how many processes were killed."""
+    pid = read_pid(run_dir, name)
+    if pid is None:
+        return 0
+    members = _session_members(pid)
+    for proc in members:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(members, timeout=10)
+    pid_file(run_dir, name).unlink(missing_ok=True)
+    return len(members)
 
 
 def wait_http(url: str, *, timeout: float, ok: Sequence[int] = (200,), what: str = "") -> None:

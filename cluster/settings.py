@@ -26,6 +26,7 @@ from deployments.config import (
     GatewaySettings,
     LLMSettings,
     MetricsSettings,
+    PlacementSettings,
     RedisSettings,
     Section,
     SessionSettings,
@@ -58,6 +59,11 @@ class ServeSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     app_name: str = "raychat"
+    proxy_location: Literal["HeadOnly", "EveryNode"] = Field(
+        "HeadOnly",
+        description="where Serve runs its HTTP proxy; with EveryNode list every node's proxy in "
+        "ingress.upstreams (every proxy binds the same port, so one host runs only HeadOnly)",
+    )
     # Ray Serve's documented request-path tunings (the parts of RAY_SERVE_THROUGHPUT_OPTIMIZED that keep
     # the HTTP proxy): gRPC between deployments, user code on the replica's event loop, buffered
     # request-path logs. Measured here: fewer CPU cycles per streamed token on a 2-core host.
@@ -110,6 +116,7 @@ class RaychatSettings(BaseSettings):
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    placement: PlacementSettings = Field(default_factory=PlacementSettings)
 
     @field_validator("data_dir")
     @classmethod
@@ -165,6 +172,7 @@ class RaychatSettings(BaseSettings):
             sessions=self.sessions,
             cache=self.cache,
             metrics=self.metrics,
+            placement=self.placement,
             model_path=model_path,
             data_dir=self.data_dir,
         )

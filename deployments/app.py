@@ -18,19 +18,26 @@ def build_app(config: AppConfig | dict[str, Any]) -> Application:
     cfg = AppConfig.model_validate(config)
     llm_app = build_llm_app(cfg.llm, cfg.model_path, cfg.data_dir)
     knowledge = cfg.knowledge.model_dump(mode="json")
+    head = cfg.placement.head_resources()
     embedding = EmbeddingDeployment.options(
         num_replicas=cfg.knowledge.embedding_replicas,
-        ray_actor_options={"num_cpus": 0.25, "runtime_env": {"env_vars": {"HF_HUB_OFFLINE": "1"}}},
+        ray_actor_options={
+            "num_cpus": 0.25,
+            "resources": head,
+            "runtime_env": {"env_vars": {"HF_HUB_OFFLINE": "1"}},
+        },
     ).bind(knowledge)
-    # One retriever replica: the single writer of the LanceDB tables on this node's disk.
-    retriever = Retriever.options(num_replicas=1, ray_actor_options={"num_cpus": 0.25}).bind(
-        embedding, knowledge, str(cfg.store_dir)
+    # One retriever replica: the single writer of the LanceDB tables on the head's disk.
+    retriever = Retriever.options(
+        num_replicas=1, ray_actor_options={"num_cpus": 0.25, "resources": head}
+    ).bind(embedding, knowledge, str(cfg.store_dir))
+    metrics = MetricsAggregator.options(ray_actor_options={"num_cpus": 0, "resources": head}).bind(
+        cfg.metrics.model_dump(mode="json")
     )
-    metrics = MetricsAggregator.bind(cfg.metrics.model_dump(mode="json"))
     gateway = Gateway.options(
         num_replicas=cfg.gateway.num_replicas,
         max_ongoing_requests=cfg.gateway.max_ongoing_requests,
-        ray_actor_options={"num_cpus": cfg.gateway.num_cpus},
+        ray_actor_options={"num_cpus": cfg.gateway.num_cpus, "resources": head},
     )
     return gateway.bind(llm_app, embedding, retriever, metrics, cfg.model_dump(mode="json"))
 

@@ -56,6 +56,11 @@ class LLMSettings(Section):
     cpu_omp_threads_bind: str = Field("all", description="VLLM_CPU_OMP_THREADS_BIND; 'all' = every core")
     replica_num_cpus: float = Field(0.5, ge=0, description="CPUs for the replica actor besides the engine")
     engine_num_cpus: float = Field(1, gt=0, description="CPUs of the engine bundle (CPU accelerator)")
+    engine_bundle_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="extra Ray resources each engine bundle reserves, e.g. {GPU: 1} so CPU engines are "
+        "placed by the GPUs nodes declare, or a custom resource that marks the nodes for the LLM",
+    )
     # Autoscaling. Serve LLM's own defaults (1e9 ongoing requests) would never scale, so both are explicit.
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(2, ge=1)
@@ -80,6 +85,10 @@ class LLMSettings(Section):
             raise ValueError("initial_replicas must lie between min_replicas and max_replicas")
         if self.target_ongoing_requests > self.max_ongoing_requests:
             raise ValueError("target_ongoing_requests must not exceed max_ongoing_requests")
+        if "CPU" in self.engine_bundle_resources:
+            raise ValueError("engine_bundle_resources: set the engine's CPUs with engine_num_cpus")
+        if any(amount <= 0 for amount in self.engine_bundle_resources.values()):
+            raise ValueError("engine_bundle_resources: every amount must be > 0")
         return self
 
     def omp_threads_bind(self) -> str:
@@ -96,8 +105,25 @@ class GatewaySettings(Section):
     max_ongoing_requests: int = Field(1000, ge=1)
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="request bodies over this get 413")
     readiness_timeout_s: float = Field(5, gt=0)
+    replica_failure_retries: int = Field(
+        2, ge=0, description="a request whose LLM replica died before it answered is sent again"
+    )
     audit_max_bytes: int = Field(50 * 1024 * 1024, ge=1024, description="audit.jsonl rotates at this size")
     audit_backups: int = Field(10, ge=1)
+
+
+class PlacementSettings(Section):
+    """Which Ray nodes run what, once the cluster has more than one."""
+
+    services_on_head: bool = Field(
+        True,
+        description="gateway, embeddings, retriever and metrics run on the head node: the knowledge "
+        "store, the audit log and the followed folders are on its disk; LLM replicas go anywhere",
+    )
+
+    def head_resources(self) -> dict[str, float]:
+        # Ray gives the head node this resource (total 1); asking for a sliver of it pins an actor there.
+        return {"node:__internal_head__": 0.001} if self.services_on_head else {}
 
 
 class RedisSettings(Section):
@@ -152,6 +178,7 @@ class AppConfig(Section):
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    placement: PlacementSettings = Field(default_factory=PlacementSettings)
     model_path: Path = Field(description="resolved local model directory vLLM loads")
     data_dir: Path
 

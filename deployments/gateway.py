@@ -33,7 +33,7 @@ from deployments.knowledge_api import KnowledgeAPI
 from deployments.knowledge_routes import router as knowledge_router
 from deployments.metrics import MetricsRecorder
 from deployments.redis_state import RedisState, RedisUnavailable
-from deployments.relay import is_engine_error, join_batch, read_body, with_sources
+from deployments.relay import is_engine_error, join_batch, open_stream, read_body, with_sources
 from deployments.sessions import SessionStore, TokenCounter
 
 log = logging.getLogger("raychat.gateway")
@@ -307,9 +307,13 @@ class Gateway:
         started: float,
         sources: list[dict[str, Any]] | None,
     ) -> Response:
-        responses = getattr(self._llm.options(stream=True), method).remote(request)
+        handle = getattr(self._llm.options(stream=True), method)
         try:
-            first = await responses.__anext__()
+            first, responses = await open_stream(
+                lambda: handle.remote(request),
+                self._config.gateway.replica_failure_retries,
+                on_retry=lambda: self.metrics.inc("raychat_llm_replica_retries", (self._model_id,)),
+            )
         except StopAsyncIteration:
             raise APIError(500, "the engine returned no response", code="empty_response") from None
         except BackPressureError as exc:

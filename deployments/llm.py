@@ -65,19 +65,31 @@ def deployment_options(llm: LLMSettings) -> dict[str, Any]:
     }
 
 
+def placement_group_config(llm: LLMSettings) -> dict[str, Any] | None:
+    """One bundle per engine worker (tensor-parallel rank).
+
+    On GPU, Serve LLM's default bundle (one GPU per worker) is right unless extra resources are asked
+    for; on CPU each worker gets `engine_num_cpus`, plus any extra resources (e.g. a declared GPU).
+    """
+    extra = dict(llm.engine_bundle_resources)
+    if llm.accelerator == "gpu":
+        if not extra:
+            return None
+        bundle: dict[str, float] = {"GPU": 1, **extra}
+    else:
+        bundle = {"CPU": llm.engine_num_cpus, **extra}
+    return {"bundles": [dict(bundle) for _ in range(llm.tensor_parallel_size)]}
+
+
 def build_llm_config(llm: LLMSettings, model_path: Path, data_dir: Path) -> LLMConfig:
     for sub in ("cache/vllm", "cache/torchinductor", "cache/triton"):
         (data_dir / sub).mkdir(parents=True, exist_ok=True)
     temp_dir(data_dir).mkdir(parents=True, exist_ok=True)
-    placement: dict[str, Any] | None = None
-    if llm.accelerator == "cpu":
-        # One CPU bundle per engine worker; on GPU Serve LLM's default (one GPU per TP worker) is right.
-        placement = {"bundles": [{"CPU": llm.engine_num_cpus}] * llm.tensor_parallel_size}
     return LLMConfig(
         model_loading_config={"model_id": llm.model_id, "model_source": str(model_path)},
         accelerator_config={"kind": llm.accelerator},
         engine_kwargs=engine_kwargs(llm),
-        placement_group_config=placement,
+        placement_group_config=placement_group_config(llm),
         deployment_config=deployment_options(llm),
         runtime_env={"env_vars": engine_env(llm, data_dir)},
         experimental_configs={"stream_batching_interval_ms": llm.stream_batching_interval_ms},

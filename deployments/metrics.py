@@ -44,6 +44,11 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "raychat_requests": ("counter", "HTTP requests by route and status", ("endpoint", "status")),
     "raychat_tokens": ("counter", "Tokens in prompts and answers", ("model", "direction")),
     "raychat_question_cache_lookups": ("counter", "Question-cache lookups by result", ("result",)),
+    "raychat_llm_replica_retries": (
+        "counter",
+        "Generation requests sent again because their LLM replica was lost before it answered",
+        ("model",),
+    ),
     "concurrent_session_count": ("gauge", "Generation requests in flight (conversations being served)", ()),
 }
 Labels = tuple[str, ...]

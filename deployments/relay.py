@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import Request
+from ray.exceptions import RayActorError, RayTaskError
 
 from deployments.errors import APIError, from_engine_error
+
+log = logging.getLogger("raychat.gateway")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -51,3 +56,37 @@ def with_sources(batch: Any, sources: list[dict[str, Any]]) -> list[Any]:
         event["sources"] = sources
         items[0] = f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
     return items
+
+
+def replica_lost(exc: BaseException) -> bool:
+    """The LLM replica died or became unreachable (its node was lost, its process crashed)."""
+    return isinstance(exc, RayActorError) or (
+        isinstance(exc, RayTaskError) and isinstance(getattr(exc, "cause", None), RayActorError)
+    )
+
+
+async def open_stream(
+    start: Callable[[], AsyncIterator[Any]], retries: int, on_retry: Callable[[], None] = lambda: None
+) -> tuple[Any, AsyncIterator[Any]]:
+    """Start a streamed engine call and wait for its first item.
+
+    If the replica is lost before that item, nothing has reached the client yet, so the call is sent
+    again: Serve's router has dropped the dead replica and picks a live one. A stream that already
+    started cannot be replayed and reports the loss in-band instead.
+    """
+    for attempt in range(retries + 1):
+        responses = start()
+        try:
+            return await responses.__anext__(), responses
+        except Exception as exc:
+            if not replica_lost(exc):
+                raise
+            log.warning("LLM replica lost before answering (%s); attempt %d", type(exc).__name__, attempt + 1)
+            if attempt < retries:
+                on_retry()
+    raise APIError(
+        503,
+        "the LLM replica serving this request was lost; retry shortly",
+        code="replica_unavailable",
+        headers={"Retry-After": "1"},
+    )

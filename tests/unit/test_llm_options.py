@@ -50,3 +50,30 @@ def test_temp_dir_stays_short_enough_for_sockets(tmp_path: Path) -> None:
     assert len(str(short)) <= 60 and short == temp_dir(deep)  # stable per data dir
     assert temp_dir(deep) != temp_dir(deep / "other")
     assert engine_env(LLMSettings(), deep)["TMPDIR"] == str(short)
+
+
+def test_engine_bundles_carry_declared_resources() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from deployments.llm import placement_group_config
+
+    cpu = placement_group_config(LLMSettings(engine_num_cpus=2, engine_bundle_resources={"GPU": 1}))
+    assert cpu == {"bundles": [{"CPU": 2, "GPU": 1}]}
+    tp2 = placement_group_config(LLMSettings(tensor_parallel_size=2))
+    assert tp2 == {"bundles": [{"CPU": 1}, {"CPU": 1}]}
+    assert tp2["bundles"][0] is not tp2["bundles"][1]  # Serve may annotate bundles in place
+    assert placement_group_config(LLMSettings(accelerator="gpu")) is None  # Serve LLM's GPU default
+    assert placement_group_config(LLMSettings(accelerator="gpu", engine_bundle_resources={"llm": 1})) == {
+        "bundles": [{"GPU": 1, "llm": 1}]
+    }
+    for bad in ({"CPU": 1}, {"GPU": 0}):
+        with pytest.raises(ValidationError, match="engine_bundle_resources"):
+            LLMSettings(engine_bundle_resources=bad)
+
+
+def test_services_pin_to_the_head_by_default() -> None:
+    from deployments.config import PlacementSettings
+
+    assert PlacementSettings().head_resources() == {"node:__internal_head__": 0.001}
+    assert PlacementSettings(services_on_head=False).head_resources() == {}
