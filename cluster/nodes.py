@@ -54,7 +54,7 @@ def log_file(settings: RaychatSettings, name: str) -> Path:
     return settings.logs_dir / f"{service_name(name)}.log"
 
 
-def _free_port(host: str) -> int:
+def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("", 0))  # free on every interface, so on the node address too
         return int(sock.getsockname()[1])
@@ -100,7 +100,7 @@ def join_argv(
         "--metrics-export-port",
         "--runtime-env-agent-port",
     ):
-        argv += [flag, str(_free_port(host))]
+        argv += [flag, str(_free_port())]
     if num_cpus is not None:
         argv += ["--num-cpus", str(num_cpus)]
     if resources:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 import urllib.error
@@ -97,6 +96,26 @@ def _session_members(leader: int) -> list[psutil.Process]:
     return list(members.values())
 
 
+def end_processes(procs: list[psutil.Process], *, grace_s: float) -> list[psutil.Process]:
+    """SIGTERM exactly these processes, SIGKILL those left after grace_s (all at once when grace_s is 0);
+    returns the survivors."""
+    alive = procs
+    if grace_s > 0:
+        for proc in procs:
+            try:
+                proc.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(alive, timeout=10)
+    return alive
+
+
 def stop(run_dir: Path, name: str, *, timeout: float = 20.0) -> bool:
     """Stop a recorded service and everything in its session. True if something was running."""
     pid = read_pid(run_dir, name)
@@ -104,19 +123,7 @@ def stop(run_dir: Path, name: str, *, timeout: float = 20.0) -> bool:
     if pid is None:
         path.unlink(missing_ok=True)
         return False
-    members = _session_members(pid)
-    for proc in members:
-        try:
-            proc.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(members, timeout=timeout)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
+    end_processes(_session_members(pid), grace_s=timeout)
     path.unlink(missing_ok=True)
     return True
 
@@ -128,12 +135,7 @@ def kill_now(run_dir: Path, name: str) -> int:
     if pid is None:
         return 0
     members = _session_members(pid)
-    for proc in members:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(members, timeout=10)
+    end_processes(members, grace_s=0)
     pid_file(run_dir, name).unlink(missing_ok=True)
     return len(members)
 

@@ -33,6 +33,8 @@ from typing import Any
 
 import psutil
 
+from cluster import processes
+
 USER = "raychat-ci"
 MARKER = "raychat ray-up test user (tests/sshd.py)"
 SSHD = Path("/usr/sbin/sshd")
@@ -169,19 +171,7 @@ def remove_user(user: LoginUser) -> None:
 
 def stop_processes(procs: list[psutil.Process], wait_s: float = 20) -> list[psutil.Process]:
     """SIGTERM, then SIGKILL after wait_s, to exactly these processes (by pid); returns the survivors."""
-    for proc in procs:
-        try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=wait_s)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(alive, timeout=10)
-    return alive
+    return processes.end_processes(procs, grace_s=wait_s)
 
 
 @dataclass
