@@ -42,3 +42,18 @@ def test_reused_pid_is_not_ours(tmp_path: Path) -> None:
         f'{{"pid": {me.pid}, "create_time": {me.create_time() - 100}}}'
     )
     assert not processes.is_running(tmp_path, "other")
+
+
+def test_kill_now_ends_the_whole_session_without_grace(tmp_path: Path) -> None:
+    # A parent that ignores SIGTERM: only SIGKILL, as in a power cut, ends it at once.
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " + PARENT
+    pid = processes.spawn(tmp_path, "node", [sys.executable, "-c", stubborn], log_file=tmp_path / "n.log")
+    deadline = time.monotonic() + 10
+    while not psutil.Process(pid).children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = psutil.Process(pid).children()[0]
+    assert processes.kill_now(tmp_path, "node") == 2
+    for proc in (psutil.Process(pid) if psutil.pid_exists(pid) else None, child):
+        assert proc is None or not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    assert not processes.pid_file(tmp_path, "node").exists()
+    assert processes.kill_now(tmp_path, "node") == 0
