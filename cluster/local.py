@@ -9,58 +9,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from cluster import model_store, processes, redis_server
+from cluster import model_store, processes, ray_node, redis_server
 from cluster.ingress import nginx, traefik
+from cluster.ray_node import project_root, runtime_env_vars, say
 from cluster.settings import RaychatSettings
-from deployments.config import socket_safe_dir, temp_dir
+from cluster.waiting import wait_until
+from deployments.config import temp_dir
 
 RAY_HEAD = "ray-head"
 _APP_RECORD = "app.json"
-# Unix socket paths under Ray's temp dir must stay under ~107 bytes; Ray adds ~70 of its own.
-_MAX_RAY_TEMP_LEN = 36
-
-
-def say(message: str) -> None:
-    print(f"[raychat] {message}", flush=True)
-
-
-def runtime_env_vars(settings: RaychatSettings) -> dict[str, str]:
-    """Environment for Ray and everything it starts: offline, loopback, caches inside the data dir."""
-    data = settings.data_dir
-    env = {
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_HOME": str(data / "cache" / "huggingface"),
-        "XDG_CACHE_HOME": str(data / "cache"),
-        "VLLM_CACHE_ROOT": str(data / "cache" / "vllm"),
-        "TORCHINDUCTOR_CACHE_DIR": str(data / "cache" / "torchinductor"),
-        "TRITON_CACHE_DIR": str(data / "cache" / "triton"),
-        "TMPDIR": str(temp_dir(data)),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(project_root()), os.environ.get("PYTHONPATH")])),
-    }
-    if settings.ray.host.startswith("127."):
-        # A loopback head: keep Ray from "resolving" 127.0.0.1 to the host's outward address (which
-        # also stops `ray start` from adding workers; `raychat join` handles that). On a LAN address
-        # Ray's Linux default (clusters enabled) stays.
-        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-        env["VLLM_HOST_IP"] = settings.ray.host
-    env.update(settings.serve.env())
-    return env
-
-
-def project_root() -> Path:
-    return Path(__file__).resolve().parent.parent
-
-
-def ray_temp_dir(settings: RaychatSettings) -> Path:
-    return socket_safe_dir(settings.data_dir, "ray", _MAX_RAY_TEMP_LEN)
 
 
 def start_ray_head(settings: RaychatSettings) -> bool:
@@ -68,43 +30,27 @@ def start_ray_head(settings: RaychatSettings) -> bool:
         return False  # an existing cluster: nothing to start
     if processes.is_running(settings.run_dir, RAY_HEAD):
         return False
-    ray_bin = Path(sys.executable).parent / "ray"
-    temp = ray_temp_dir(settings)
-    temp.mkdir(parents=True, exist_ok=True)
-    argv = [
-        str(ray_bin),
-        "start",
-        "--head",
-        "--block",
-        "--node-ip-address",
-        settings.ray.host,
-        "--port",
-        str(settings.ray.port),
-        "--dashboard-host",
-        settings.ray.host,
-        "--dashboard-port",
-        str(settings.ray.dashboard_port),
-        "--num-gpus",
-        str(settings.ray.num_gpus),
-        "--object-store-memory",
-        str(settings.ray.object_store_memory_mb * 1024 * 1024),
-        "--temp-dir",
-        str(temp),
-        "--disable-usage-stats",
-    ]
-    if settings.ray.num_cpus is not None:
-        argv += ["--num-cpus", str(settings.ray.num_cpus)]
-    env = {**processes.BASE_ENV, **runtime_env_vars(settings)}
+    ray_node.head_temp_dir(settings).mkdir(parents=True, exist_ok=True)
     temp_dir(settings.data_dir).mkdir(parents=True, exist_ok=True)
     say(f"starting the Ray head on {settings.ray_address}")
-    processes.spawn(settings.run_dir, RAY_HEAD, argv, log_file=settings.logs_dir / "ray-head.log", env=env)
-    deadline = time.monotonic() + 90
-    while not processes.port_open(settings.ray.host, settings.ray.port):
+    log = settings.logs_dir / "ray-head.log"
+    argv = ray_node.head_argv(settings)
+    processes.spawn(settings.run_dir, RAY_HEAD, argv, log_file=log, env=ray_node.start_env(settings))
+
+    def listening() -> bool:
+        if processes.port_open(settings.ray.host, settings.ray.port):
+            return True
         if not processes.is_running(settings.run_dir, RAY_HEAD):
-            raise processes.ProcessError(f"ray start exited; see {settings.logs_dir / 'ray-head.log'}")
-        if time.monotonic() > deadline:
-            raise processes.ProcessError("the Ray head did not open its port within 90s")
-        time.sleep(0.5)
+            raise processes.ProcessError(f"ray start exited; see {log}")
+        return False
+
+    wait_until(
+        listening,
+        timeout_s=90,
+        interval_s=0.5,
+        what=f"the Ray head opens port {settings.ray.port}",
+        error=processes.ProcessTimeout,
+    )
     return True
 
 
@@ -130,8 +76,9 @@ def connect(settings: RaychatSettings) -> None:
 
 def _config_digest(app_config: dict[str, Any]) -> str:
     code = hashlib.sha256()
+    # Every module the app runs, subpackages (deployments/gateway/...) included.
     for path in sorted(
-        [*(project_root() / "deployments").glob("*.py"), *(project_root() / "knowledge").glob("*.py")]
+        [*(project_root() / "deployments").rglob("*.py"), *(project_root() / "knowledge").rglob("*.py")]
     ):
         code.update(path.read_bytes())
     code.update(json.dumps(app_config, sort_keys=True).encode())
@@ -176,13 +123,15 @@ def deploy(settings: RaychatSettings, model_path: Path) -> bool:
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
-    started = time.monotonic()
-    while worker.is_alive():
-        worker.join(timeout=10)
-        if worker.is_alive():
-            say(f"  waiting for replicas ({time.monotonic() - started:.0f}s): {deployment_summary(settings)}")
-        if time.monotonic() - started > settings.ray.start_timeout_s:
-            raise processes.ProcessError(f"the app did not start within {settings.ray.start_timeout_s:.0f}s")
+    wait_until(
+        lambda: not worker.is_alive(),
+        timeout_s=settings.ray.start_timeout_s,
+        interval_s=0.5,
+        what="the app has started",
+        on_tick=lambda s: say(f"  waiting for replicas ({s:.0f}s): {deployment_summary(settings)}"),
+        tick_s=10,
+        error=processes.ProcessTimeout,
+    )
     if failure:
         raise processes.ProcessError(f"deploying the app failed: {failure[0]}")
     record.write_text(json.dumps({"digest": digest, "deployed_at": time.time()}))
@@ -257,16 +206,14 @@ def down(settings: RaychatSettings) -> list[str]:
 
     if ray.is_initialized():
         ray.shutdown()  # a driver still attached when the GCS goes away would be killed by Ray
-    from cluster import nodes
-
     stopped = []
     for module in (nginx, traefik):
         if module.stop(settings):
             stopped.append(module.NAME)
-    for name in nodes.local_workers(settings):
-        if nodes.leave(settings, name):
-            stopped.append(nodes.service_name(name))
-    if processes.stop(settings.run_dir, RAY_HEAD, timeout=30):
+    for service in [ray_node.WORKER_PREFIX + name for name in ray_node.local_workers(settings)]:
+        if ray_node.stop(settings, service):
+            stopped.append(service)
+    if ray_node.stop(settings, RAY_HEAD):
         stopped.append(RAY_HEAD)
     if redis_server.stop(settings):
         stopped.append(redis_server.NAME)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
+
+from cluster.waiting import WaitTimeout, wait_until
 
 # The environment this program started with. Importing Ray, torch or vLLM adds variables to os.environ
 # (LD_LIBRARY_PATH from opencv, KMP_*, TORCHINDUCTOR_*); services started later must not inherit them.
@@ -25,6 +26,10 @@ BASE_ENV = dict(os.environ)
 
 class ProcessError(RuntimeError):
     pass
+
+
+class ProcessTimeout(ProcessError, WaitTimeout):
+    """A service did not come up in time: still a ProcessError (what `raychat` reports) and a TimeoutError."""
 
 
 def pid_file(run_dir: Path, name: str) -> Path:
@@ -141,20 +146,29 @@ def kill_now(run_dir: Path, name: str) -> int:
 
 
 def wait_http(url: str, *, timeout: float, ok: Sequence[int] = (200,), what: str = "") -> None:
-    deadline = time.monotonic() + timeout
     last = "no answer"
-    while time.monotonic() < deadline:
+
+    def answered() -> bool:
+        nonlocal last
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:
                 if resp.status in ok:
-                    return
+                    return True
                 last = f"HTTP {resp.status}"
         except urllib.error.HTTPError as exc:
             last = f"HTTP {exc.code}"
         except (urllib.error.URLError, OSError) as exc:
             last = str(exc)
-        time.sleep(0.5)
-    raise ProcessError(f"{what or url} did not become ready within {timeout:.0f}s ({last})")
+        return False
+
+    wait_until(
+        answered,
+        timeout_s=timeout,
+        interval_s=0.5,
+        what=f"{what or url} is ready",
+        detail=lambda: last,
+        error=ProcessTimeout,
+    )
 
 
 def port_open(host: str, port: int) -> bool:

@@ -5,11 +5,11 @@ with append-only persistence in the data dir so sessions survive a restart. Prod
 from __future__ import annotations
 
 import socket
-import time
 from urllib.parse import urlparse
 
 from cluster import processes
 from cluster.settings import RaychatSettings
+from cluster.waiting import wait_until
 
 NAME = "valkey"
 
@@ -65,11 +65,22 @@ def start(settings: RaychatSettings) -> bool:
         str(settings.logs_dir / "valkey.log"),
     ]
     processes.spawn(settings.run_dir, NAME, argv, log_file=settings.logs_dir / "valkey.out")
-    deadline = time.monotonic() + 15
-    while not ping(host, port):
-        if time.monotonic() > deadline or not processes.is_running(settings.run_dir, NAME):
+
+    def answering() -> bool:
+        if ping(host, port):
+            return True
+        if not processes.is_running(settings.run_dir, NAME):
             raise processes.ProcessError(f"valkey did not start on {host}:{port}; see {settings.logs_dir}")
-        time.sleep(0.1)
+        return False
+
+    wait_until(
+        answering,
+        timeout_s=15,
+        interval_s=0.1,
+        what=f"valkey answers on {host}:{port}",
+        detail=lambda: f"see {settings.logs_dir}",
+        error=processes.ProcessTimeout,
+    )
     return True
 
 

@@ -137,7 +137,7 @@ def ensure_user(root: Path, public_key: str) -> LoginUser:
         'export RAY_TMPDIR="$HOME/tmp" TMPDIR="$HOME/tmp"\n'
         "# The head binds 127.0.0.1; without this Ray 'resolves' 127.0.0.1 in an address (ray.init,\n"
         "# ray status) to the machine's own IP, where nothing listens, and retries forever; as in\n"
-        "# cluster/local.py.\n"
+        "# cluster/ray_node.py.\n"
         "export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0\n"
     )
     for name, text in ((".bashrc", bashrc), (".profile", '. "$HOME/.bashrc"\n')):

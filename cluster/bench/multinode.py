@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ import yaml
 from cluster import loadtest, local, nodes, processes
 from cluster.bench.multinode_report import render
 from cluster.settings import RaychatSettings, load_settings
+from cluster.waiting import WaitTimeout, wait_until
 
 FIRST_WORKER, REPLACEMENT = "gpu-a", "gpu-b"
 
@@ -44,7 +46,7 @@ def log(message: str) -> None:
     print(f"[bench multinode] {message}", file=sys.stderr, flush=True)
 
 
-class StepTimeout(RuntimeError):
+class StepTimeout(WaitTimeout):
     pass
 
 
@@ -130,12 +132,8 @@ class Sampler(threading.Thread):
         return self.running() == count and sum(self.latest.values()) == count
 
 
-def wait_for(what: str, check: Any, timeout: float, poll: float = 1.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise StepTimeout(f"{what}: not within {timeout:.0f}s")
-        time.sleep(poll)
+def wait_for(what: str, check: Callable[[], object], timeout: float, poll: float = 1.0) -> None:
+    wait_until(check, timeout_s=timeout, interval_s=poll, what=what, error=StepTimeout)
 
 
 def llm_nodes(settings: RaychatSettings) -> dict[str, int]:
@@ -327,7 +325,7 @@ def step_scale(
             args.step_timeout,
         )
         t_decided = timeline.mark("scale-up decided")
-        wait_for("max replicas running", lambda: sampler.running() >= args.max_replicas, args.step_timeout)
+        wait_for("max replicas run", lambda: sampler.running() >= args.max_replicas, args.step_timeout)
         t_up = timeline.mark("max replicas running")
         time.sleep(args.hold_s)  # the new replica takes its share of the load
         placement = llm_nodes(settings)
@@ -338,7 +336,7 @@ def step_scale(
         except subprocess.TimeoutExpired:
             locust.kill()
     t_stop = timeline.mark("load stopped")
-    wait_for("back to min replicas", lambda: sampler.settled(args.min_replicas), args.step_timeout)
+    wait_for("replicas are back to min", lambda: sampler.settled(args.min_replicas), args.step_timeout)
     t_down = timeline.mark("replicas back to min after load")
     stats = read_stats(prefix) if (work / "locust-multinode_stats.csv").exists() else {"names": {}}
     aggregated = stats["names"].get("Aggregated", {})

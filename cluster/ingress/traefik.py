@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import yaml
 from cluster import processes
 from cluster.ingress.nginx import upstreams
 from cluster.settings import RaychatSettings
+from cluster.waiting import wait_until
 
 NAME = "traefik"
 
@@ -139,19 +139,17 @@ def binary() -> str:
 def wait_routes(settings: RaychatSettings, timeout: float = 30) -> None:
     """`/ping` answers before the file provider's routers load: wait for the router itself."""
     url = f"http://{settings.ingress.host}:{api_port(settings)}/api/http/routers"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def loaded() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 routers = json.loads(resp.read())
-                if any(
-                    r.get("name", "").startswith("raychat@") and r.get("status") == "enabled" for r in routers
-                ):
-                    return
         except OSError:
-            pass
-        time.sleep(0.3)
-    raise processes.ProcessError(f"traefik's routes did not load within {timeout:.0f}s")
+            return False
+        return any(r.get("name", "").startswith("raychat@") and r.get("status") == "enabled" for r in routers)
+
+    what = "traefik's routes load"
+    wait_until(loaded, timeout_s=timeout, interval_s=0.3, what=what, error=processes.ProcessTimeout)
 
 
 def start(settings: RaychatSettings) -> bool:

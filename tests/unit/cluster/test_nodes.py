@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster import nodes
-from cluster.local import runtime_env_vars
+from cluster import nodes, ray_node
+from cluster.ray_node import runtime_env_vars
 from cluster.settings import load_settings
 
 
@@ -22,7 +22,7 @@ def _flag(argv: list[str], flag: str) -> str:
 
 def test_loopback_head_keeps_its_address(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    argv = nodes.join_argv(settings, address="127.0.0.1:6380", name="gpu-a", num_gpus=2, num_cpus=4)
+    argv = ray_node.worker_argv(settings, address="127.0.0.1:6380", name="gpu-a", num_gpus=2, num_cpus=4)
     assert argv[:3] == [sys.executable, "-m", "cluster.ray_worker"]
     assert argv[3] == "start" and "--head" not in argv and "--block" in argv
     assert _flag(argv, "--address") == "127.0.0.1:6380" and _flag(argv, "--num-gpus") == "2"
@@ -42,7 +42,7 @@ def test_loopback_head_keeps_its_address(tmp_path: Path) -> None:
 
 def test_lan_head_uses_plain_ray_start(tmp_path: Path) -> None:
     settings = _settings(tmp_path, host="10.0.0.5")
-    argv = nodes.join_argv(
+    argv = ray_node.worker_argv(
         settings, address="10.0.0.2:6380", name="w", num_gpus=1, num_cpus=None, resources={"llm": 1.0}
     )
     assert Path(argv[0]).name == "ray" and "--num-cpus" not in argv
@@ -64,4 +64,4 @@ def test_names_and_resources_are_checked() -> None:
 
 
 def test_no_workers_recorded_in_a_fresh_data_dir(tmp_path: Path) -> None:
-    assert nodes.local_workers(_settings(tmp_path)) == []
+    assert ray_node.local_workers(_settings(tmp_path)) == []
