@@ -19,7 +19,7 @@ import ray
 from cluster.settings import RaychatSettings
 from knowledge.config import KnowledgeSettings
 from knowledge.loaders import supported
-from knowledge.watcher import FolderWatcher, SyncReport, sync_folder
+from knowledge.watcher import FolderWatcher, SyncReport, WatchTarget, sync_folder, watchers_to_change
 
 SYNC_ACTOR = "raychat-kb-sync"
 
@@ -148,6 +148,7 @@ class KnowledgeSync:
         self._app_name = app_name
         self._poll_s = poll_s
         self._watchers: dict[str, FolderWatcher] = {}
+        self._targets: dict[str, WatchTarget] = {}  # what each running watcher was started for
         self._reports: dict[str, dict[str, Any]] = {}
         self._loop = _loop_thread()
         threading.Thread(target=self._supervise, daemon=True, name="kb-sync-supervisor").start()
@@ -157,26 +158,31 @@ class KnowledgeSync:
         client = StoreClient(api, self._loop)
         while True:
             try:
-                kbs = {k["name"]: k for k in client._run(api.store("list_kbs"))}
-                for name, info in kbs.items():
-                    folder = info.get("source_folder")
-                    if folder and name not in self._watchers:
-                        watcher = FolderWatcher(
-                            client,
-                            name,
-                            Path(folder),
-                            client.ingest,  # type: ignore[arg-type]
-                            debounce_ms=self._settings.sync_debounce_ms,
-                            on_report=lambda r, n=name: self._record(n, r),
-                        )
-                        watcher.start()
-                        self._watchers[name] = watcher
-                for name in list(self._watchers):
-                    if name not in kbs:
-                        self._watchers.pop(name).stop()
+                self._reconcile(client, client._run(api.store("list_kbs")))
             except Exception as exc:  # the app may be (re)deploying: try again next round
                 print(f"kb sync supervisor: {type(exc).__name__}: {exc}", file=sys.stderr)
             time.sleep(self._poll_s)
+
+    def _reconcile(self, client: StoreClient, kbs: list[dict[str, Any]]) -> None:
+        """One watcher per knowledge base that exists now with a folder. Keyed by name, created_at and
+        folder: a knowledge base recreated under the same name between two polls gets a new watcher."""
+        stop, start = watchers_to_change(self._targets, kbs)
+        for name in stop:  # before starting its successor, so one name never has two watchers
+            del self._targets[name]
+            self._reports.pop(name, None)
+            self._watchers.pop(name).stop()
+        for target in start:
+            watcher = FolderWatcher(
+                client,
+                target.kb,
+                Path(target.folder),
+                client.ingest,  # type: ignore[arg-type]
+                debounce_ms=self._settings.sync_debounce_ms,
+                on_report=lambda r, n=target.kb: self._record(n, r),
+            )
+            watcher.start()
+            self._watchers[target.kb] = watcher
+            self._targets[target.kb] = target
 
     def _record(self, name: str, report: SyncReport) -> None:
         self._reports[name] = {

@@ -1,4 +1,8 @@
-"""The Retriever deployment: the LanceDB knowledge store, one writer replica, called through a handle."""
+"""The Retriever deployment: the LanceDB knowledge store, one writer replica, called through a handle.
+
+It also compacts every `knowledge.compact_interval_s` (deleted rows removed for good). Writes and compaction
+take one lock, so they never overlap; reads and searches take none and keep answering during a compaction.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,14 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from knowledge.compaction import Compactor
 from knowledge.config import KnowledgeSettings
 from knowledge.ingest import IngestResult, PreparedDocument, write
 from knowledge.store import KnowledgeStore, StoreError
+
+# The store methods `call` runs: what the gateway, the CLI and folder sync use, nothing more.
+READS = frozenset({"list_kbs", "get_kb", "documents", "content_hashes"})
+WRITES = frozenset({"create_kb", "delete_kb", "delete_document"})
 
 
 @serve.deployment(name="Retriever")
@@ -27,6 +36,11 @@ class Retriever:
             vector_index_min_rows=cfg.vector_index_min_rows,
             search=cfg.vector_search(),
         )
+        self._writes = asyncio.Lock()
+        self._compactor = Compactor(self.store, cfg.compact_interval_s, self._writes)
+        # Serve awaits this constructor on the replica's event loop, which runs the task from now on; the
+        # reference keeps it from being garbage-collected.
+        self._compaction = asyncio.get_running_loop().create_task(self._compactor.run_forever())
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Store errors travel back as values: the gateway maps them to status codes."""
@@ -36,20 +50,12 @@ class Retriever:
             return {"error": type(exc).__name__, "message": str(exc)}
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        allowed = {
-            "list_kbs",
-            "get_kb",
-            "create_kb",
-            "delete_kb",
-            "documents",
-            "delete_document",
-            "content_hashes",
-            "compact",
-            "version",
-        }
-        if method not in allowed:
-            return {"error": "StoreError", "message": f"unknown store method {method}"}
-        return await self._run(getattr(self.store, method), *args, **kwargs)
+        if method in READS:
+            return await self._run(getattr(self.store, method), *args, **kwargs)
+        if method in WRITES:
+            async with self._writes:
+                return await self._run(getattr(self.store, method), *args, **kwargs)
+        return {"error": "StoreError", "message": f"unknown store method {method}"}
 
     async def search(
         self,
@@ -88,4 +94,5 @@ class Retriever:
             self.store.refresh_indexes(kb)
             return out
 
-        return await self._run(_write_all)
+        async with self._writes:
+            return await self._run(_write_all)

@@ -1,13 +1,31 @@
-"""The knowledge layer's section of the settings: splitting, store location, embedding model, search."""
+"""The knowledge layer's section of the settings: splitting, store location, embedding model, search.
+
+Pydantic and the standard library only, importing nothing of `knowledge`: the search modes and index
+options live here so that Ray-free callers (the gateway's protocol models, the batch jobs) can name them
+without importing LanceDB.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from knowledge.search import VectorSearchOptions
+SearchMode = Literal["vector", "fulltext", "hybrid"]
+SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
+
+
+@dataclass(frozen=True)
+class VectorSearchOptions:
+    """The ANN index and how hard a query searches it (recall against latency)."""
+
+    index_type: str = "IVF_HNSW_SQ"
+    rows_per_partition: int = 20000
+    nprobes: int | None = None  # None: LanceDB's default
+    ef: int | None = None
+    refine_factor: int | None = None
 
 
 class KnowledgeSettings(BaseModel):
@@ -42,7 +60,7 @@ class KnowledgeSettings(BaseModel):
     default_top_k: int = Field(5, ge=1, le=100)
     score_threshold: float | None = Field(None, description="drop hits scoring below this")
     sync_debounce_ms: int = Field(500, ge=0)
-    compact_interval_s: float = Field(600, gt=0, description="how often deleted rows are removed for good")
+    compact_interval_s: float = Field(600, gt=0, description="how often the Retriever drops deleted rows")
     prompt_template: str = Field(
         "Use the following context to answer the question. If the context does not contain the answer, "
         "say that you do not know.\n\nContext:\n{context}\n\nQuestion: {question}",

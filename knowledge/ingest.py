@@ -7,7 +7,7 @@ done by the caller (in-process `Embedder`, or the batched Embedding deployment) 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -16,8 +16,6 @@ from knowledge.config import KnowledgeSettings
 from knowledge.loaders import LoadError, load_bytes
 from knowledge.splitter import split_text
 from knowledge.store import ChunkRecord, KnowledgeStore
-
-EmbedFn = Callable[[Sequence[str]], list[list[float]]]
 
 
 def content_hash(data: bytes) -> str:
@@ -86,26 +84,3 @@ def write(store: KnowledgeStore, kb: str, doc: PreparedDocument, vectors: Sequen
     return store.replace_document(
         kb, doc.doc_id, doc.content_hash, records, source=doc.source, title=doc.title, fmt=doc.fmt
     )
-
-
-def ingest_bytes(
-    store: KnowledgeStore,
-    embed: EmbedFn,
-    kb: str,
-    name: str,
-    data: bytes,
-    settings: KnowledgeSettings,
-    source: str | None = None,
-    *,
-    skip_unchanged: bool = True,
-) -> IngestResult:
-    """In-process ingestion of one file; a bad file fails alone and leaves the store untouched."""
-    doc = document_id(name)
-    try:
-        if skip_unchanged and store.content_hashes(kb).get(doc) == content_hash(data):
-            return IngestResult(doc, "unchanged")
-        prepared = prepare(name, data, settings, source)
-        count = write(store, kb, prepared, embed(prepared.texts))
-        return IngestResult(doc, "ingested", count)
-    except LoadError as exc:
-        return IngestResult(doc, "failed", error=str(exc))

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from knowledge.config import VectorSearchOptions
 from knowledge.errors import StoreError
 
 FILTERABLE = ("doc_id", "source", "title", "format")
@@ -33,17 +34,6 @@ class Hit:
             "chunk": self.chunk,
             "metadata": self.metadata,
         }
-
-
-@dataclass(frozen=True)
-class VectorSearchOptions:
-    """The ANN index and how hard a query searches it (recall against latency)."""
-
-    index_type: str = "IVF_HNSW_SQ"
-    rows_per_partition: int = 20000
-    nprobes: int | None = None  # None: LanceDB's default
-    ef: int | None = None
-    refine_factor: int | None = None
 
 
 def where_clause(filters: dict[str, Any] | None) -> str:

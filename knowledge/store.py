@@ -4,7 +4,7 @@ Writes are single LanceDB commits, so readers (which see one table version) neve
 - replacing a document is one `merge_insert` that inserts the new chunks and deletes the old ones of that
   document in the same commit (no query sees both versions, or neither);
 - deleting a document is one `update` that marks its rows `deleted`; every query filters them out at once,
-  and `compact()` removes them for good later.
+  and `compact()` (run every `knowledge.compact_interval_s` by the Retriever) removes them later.
 Search modes: `vector` (cosine), `fulltext` (BM25 on a LanceDB FTS index) and `hybrid` (both, fused by
 reciprocal rank). Every search takes top_k, an optional score threshold and an equality metadata filter.
 """
@@ -14,13 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 # LanceDB logs a deprecation warning per query for our column selection (it still projects the
 # score columns, which we read); keep its log to errors unless the operator sets LANCEDB_LOG.
@@ -29,32 +28,12 @@ os.environ.setdefault("LANCEDB_LOG", "error")
 import lancedb  # noqa: E402
 import pyarrow as pa
 
-from knowledge.errors import InvalidName, KnowledgeBaseNotFound, StoreError
-from knowledge.search import (
-    Hit,
-    TableSearch,
-    VectorSearchOptions,
-    quote_literal,
-    where_clause,
-)
+from knowledge.config import SearchMode, VectorSearchOptions
+from knowledge.errors import KnowledgeBaseNotFound, StoreError
+from knowledge.names import check_name
+from knowledge.search import Hit, TableSearch, quote_literal, where_clause
 
-SearchMode = Literal["vector", "fulltext", "hybrid"]
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9\u4e00-\u9fff][A-Za-z0-9_\-\u4e00-\u9fff]{0,63}$")
 _META_FILE = "knowledge_bases.json"
-
-
-def check_name(name: str) -> str:
-    """Knowledge-base names become table names: no path separators, `..`, or over 64 characters."""
-    if not isinstance(name, str) or not name:
-        raise InvalidName("knowledge base name must not be empty")
-    if len(name) > 64:
-        raise InvalidName(f"knowledge base name is {len(name)} characters; at most 64")
-    if "/" in name or "\\" in name or ".." in name or not NAME_PATTERN.match(name):
-        raise InvalidName(
-            f"invalid knowledge base name {name!r}: letters, digits, CJK, '_' and '-' only, starting "
-            "with a letter or digit"
-        )
-    return name
 
 
 @dataclass
@@ -101,7 +80,6 @@ class KnowledgeStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.dim = dim
         self.fts_tokenizer = fts_tokenizer
-        self.rrf_k = rrf_k
         self.vector_index_min_rows = vector_index_min_rows
         self.vector_search = search or VectorSearchOptions()
         self._search = TableSearch(self.vector_search, rrf_k)
@@ -275,7 +253,9 @@ class KnowledgeStore:
         return {d["document"]: d["content_hash"] for d in self.documents(name)}
 
     def compact(self, name: str) -> int:
-        """Remove rows marked deleted and compact the files; returns how many rows went."""
+        """Remove rows marked deleted and compact the files; returns how many rows went. They leave the
+        current version; older versions keep their files for LanceDB's default 7 days, so a query that
+        opened one of them (here or in another process) still finishes."""
         table = self._table(name)
         with self._lock:
             gone = table.count_rows("deleted = true")

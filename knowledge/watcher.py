@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from knowledge.ingest import content_hash, document_id
 from knowledge.loaders import supported
@@ -31,6 +32,37 @@ class SyncReport:
 
     def changed(self) -> bool:
         return bool(self.added or self.modified or self.deleted)
+
+
+@dataclass(frozen=True)
+class WatchTarget:
+    """What a watcher follows: one knowledge base as it exists now and its folder. A knowledge base deleted
+    and created again under the same name is another one (a new `created_at`), perhaps with another folder,
+    so the name alone cannot tell whether a running watcher still serves it."""
+
+    kb: str
+    created_at: float
+    folder: str
+
+
+def watch_targets(kbs: Iterable[Mapping[str, Any]]) -> dict[str, WatchTarget]:
+    """The targets of the knowledge bases that have a source folder (`list_kbs` rows), by name."""
+    return {
+        kb["name"]: WatchTarget(kb["name"], float(kb["created_at"]), str(kb["source_folder"]))
+        for kb in kbs
+        if kb.get("source_folder")
+    }
+
+
+def watchers_to_change(
+    running: Mapping[str, WatchTarget], kbs: Iterable[Mapping[str, Any]]
+) -> tuple[list[str], list[WatchTarget]]:
+    """(names whose watcher must stop, targets to start watching): a watcher stops when its knowledge base
+    is gone, lost its folder, or is not the one it was started for; the new one starts in its place."""
+    wanted = watch_targets(kbs)
+    stop = sorted(name for name, target in running.items() if wanted.get(name) != target)
+    start = [target for name, target in sorted(wanted.items()) if running.get(name) != target]
+    return stop, start
 
 
 def scan(folder: Path) -> dict[str, Path]:

@@ -41,6 +41,8 @@ TEST_ENV = {
     "RAYCHAT_LLM__TARGET_ONGOING_REQUESTS": "8",
     "RAYCHAT_LLM__MAX_ONGOING_REQUESTS": "16",
     "RAYCHAT_LLM__MAX_QUEUED_REQUESTS": "16",
+    # Compaction every few seconds, so a test can see a deleted document's rows go for good.
+    "RAYCHAT_KNOWLEDGE__COMPACT_INTERVAL_S": "3",
     "HF_HUB_OFFLINE": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",

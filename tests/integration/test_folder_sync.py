@@ -84,3 +84,23 @@ def test_cli_ingest_parallel_with_summary(stack: Stack, tmp_path: Path) -> None:
     assert summary["ingested"] == 6 and summary["failed"] == 1 and summary["chunks"] >= 6
     assert result.returncode == 1  # a failed file is reported, not hidden
     assert "files" in result.stderr  # progress was shown
+
+
+def test_recreated_kb_follows_its_new_folder(stack: Stack) -> None:
+    base = ROOT / ".test-data" / f"refolder-{uuid.uuid4().hex[:6]}"
+    first, second = base / "first", base / "second"
+    first.mkdir(parents=True)
+    second.mkdir(parents=True)
+    kb = f"resync-{uuid.uuid4().hex[:6]}"
+    url = f"{stack.url}/v1/knowledge_bases"
+    assert httpx.post(url, json={"name": kb, "source_folder": str(first)}).status_code == 201
+    (first / "old.txt").write_text("The heat exchanger note kept in the first folder.")
+    wait_for(lambda: "old.txt" in search_docs(stack, kb, "exchanger"), "file in the first folder")
+
+    # Delete, recreate under the same name with another folder, add a file there: a few fast calls, well
+    # inside the supervisor's 2 s poll, so it never sees the name missing, only another knowledge base.
+    assert httpx.delete(f"{url}/{kb}").status_code == 200
+    assert httpx.post(url, json={"name": kb, "source_folder": str(second)}).status_code == 201
+    (second / "new.txt").write_text("The heat exchanger note kept in the second folder.")
+    wait_for(lambda: "new.txt" in search_docs(stack, kb, "exchanger"), "file in the new folder")
+    assert set(search_docs(stack, kb, "exchanger")) == {"new.txt"}  # nothing of the old folder

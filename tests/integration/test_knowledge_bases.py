@@ -1,17 +1,24 @@
-"""Knowledge bases on the real stack: create, upload, search, RAG chat with sources, embeddings, errors."""
+"""Knowledge bases on the real stack: create, upload, search, RAG chat with sources, embeddings, errors,
+compaction."""
 
 from __future__ import annotations
 
 import io
+import time
 import uuid
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import Stack
+from knowledge.store import KnowledgeStore
+from tests.conftest import TEST_ENV, Stack
 
 MODEL = "smollm2-135m-instruct"
+STORE_DIR = Path(TEST_ENV["RAYCHAT_DATA_DIR"]) / "knowledge"  # the default knowledge.store_dir
+EMBEDDING_DIM = 384  # all-MiniLM-L6-v2
+COMPACTION_BOUND_S = 60  # compaction runs every 3 s on the test stack (tests/conftest.py)
 PUMP = "The P-200 pump must be lubricated every 40 operating hours with ISO VG 68 oil."
 VALVE = "安全阀每年必须校验一次，校验记录保存在设备档案中。"
 
@@ -150,3 +157,31 @@ def test_delete_document_hides_it(stack: Stack) -> None:
         "data"
     ]
     assert hits == []
+
+
+def stored_documents(name: str) -> dict[str, bool]:
+    """Every document that still has rows in the knowledge base's table, deleted or not, read from the
+    stack's LanceDB directory: the API lists live documents only, and compaction is about the others."""
+    store = KnowledgeStore(STORE_DIR, dim=EMBEDDING_DIM)
+    return {d["document"]: d["deleted"] for d in store.documents(name, include_deleted=True)}
+
+
+def test_compaction_removes_deleted_rows(stack: Stack) -> None:
+    name = f"compact-{uuid.uuid4().hex[:6]}"
+    assert httpx.post(kb_url(stack), json={"name": name}).status_code == 201
+    files = [
+        ("files", ("keep.txt", b"kept compressor note", "text/plain")),
+        ("files", ("gone.txt", b"deleted compressor note", "text/plain")),
+    ]
+    assert httpx.post(kb_url(stack, name, "documents"), files=files, timeout=300).status_code == 200
+    assert stored_documents(name) == {"keep.txt": False, "gone.txt": False}
+    assert httpx.delete(kb_url(stack, name, "documents", "gone.txt")).status_code == 200
+    # The delete only marks the rows; they leave the table at the next compaction (every 3 s here).
+    deadline = time.monotonic() + COMPACTION_BOUND_S
+    while "gone.txt" in stored_documents(name) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert stored_documents(name) == {"keep.txt": False}
+    hits = httpx.post(
+        kb_url(stack, name, "search"), json={"query": "compressor", "mode": "fulltext"}, timeout=60
+    ).json()["data"]
+    assert [h["document"] for h in hits] == ["keep.txt"]

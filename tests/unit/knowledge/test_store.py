@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from knowledge.store import ChunkRecord, InvalidName, KnowledgeBaseNotFound, KnowledgeStore, StoreError
+from knowledge.errors import InvalidName, KnowledgeBaseNotFound, StoreError
+from knowledge.store import ChunkRecord, KnowledgeStore
 
 DIM = 4
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from knowledge.config import KnowledgeSettings
 from knowledge.ingest import prepare, write
 from knowledge.store import KnowledgeStore
-from knowledge.watcher import FolderWatcher, sync_folder
+from knowledge.watcher import FolderWatcher, WatchTarget, sync_folder, watchers_to_change
 
 DIM = 3
 
@@ -64,3 +64,22 @@ def test_watcher_catches_up_then_follows_events(tmp_path: Path) -> None:
         assert set(store.content_hashes("f")) == {"before.txt", "after.txt"}
     finally:
         watcher.stop()
+
+
+def test_watchers_follow_the_knowledge_base_that_exists_now() -> None:
+    kbs = [
+        {"name": "a", "created_at": 1.0, "source_folder": "/srv/a"},
+        {"name": "b", "created_at": 2.0, "source_folder": None},
+    ]
+    stop, start = watchers_to_change({}, kbs)
+    assert (stop, start) == ([], [WatchTarget("a", 1.0, "/srv/a")])
+    running = {"a": WatchTarget("a", 1.0, "/srv/a")}
+    assert watchers_to_change(running, kbs) == ([], [])  # nothing changed: the watcher keeps running
+    # Deleted and created again under the same name between two polls, with another folder or the same one:
+    # another knowledge base, so another watcher.
+    for folder in ("/srv/a2", "/srv/a"):
+        recreated = [{"name": "a", "created_at": 5.0, "source_folder": folder}]
+        assert watchers_to_change(running, recreated) == (["a"], [WatchTarget("a", 5.0, folder)])
+    assert watchers_to_change(running, []) == (["a"], [])  # deleted
+    gone_folder = [{"name": "a", "created_at": 1.0, "source_folder": None}]
+    assert watchers_to_change(running, gone_folder) == (["a"], [])
