@@ -8,7 +8,7 @@ from ray.serve.deployment import Application
 
 from deployments.config import AppConfig
 from deployments.embedding import EmbeddingDeployment
-from deployments.gateway import Gateway
+from deployments.gateway.deployment import Gateway
 from deployments.llm import build_llm_app
 from deployments.metrics import MetricsAggregator
 from deployments.retriever import Retriever

@@ -1,5 +1,5 @@
-"""Knowledge-base operations as the gateway runs them: Embedding and Retriever handles, Ray tasks for
-parsing, and OpenAI-format errors for whatever is wrong with the request."""
+"""The client of the knowledge deployments, as the gateway, the CLI and the folder-sync actor use it:
+Embedding and Retriever handles, Ray tasks for parsing, and OpenAI-format errors for store failures."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ from typing import Any
 import ray
 from ray.serve.handle import DeploymentHandle
 
-from deployments.errors import APIError
+from deployments.gateway.protocol import APIError, SearchRequest, check_kb_name
+from knowledge import prompt
 from knowledge.config import KnowledgeSettings
 from knowledge.ingest import PreparedDocument, content_hash, document_id, prepare
 from knowledge.loaders import LOADERS, LoadError
-from knowledge.store import check_name
 
-SEARCH_MODES = ("vector", "fulltext", "hybrid")
 _STATUS = {"KnowledgeBaseNotFound": 404, "InvalidName": 400}
 
 
@@ -47,60 +46,26 @@ class KnowledgeAPI:
             raise APIError(status, result["message"], code=code)
         return result["ok"]
 
-    @staticmethod
-    def check_name(name: Any, param: str = "name") -> str:
-        try:
-            return check_name(name)
-        except ValueError as exc:
-            raise APIError(400, str(exc), param=param, code="invalid_name") from exc
-
     async def version(self, kb: str) -> str:
         """Changes whenever the knowledge base does, and differs for a re-created one of the same name."""
         info = await self.store("get_kb", kb)
         return f"{info['created_at']}:{info['version']}"
 
-    def rag_options(self, body: dict[str, Any]) -> dict[str, Any] | None:
-        """Pops the knowledge-base extension fields; with a knowledge base, `top_k` is the retrieval depth,
-        not sampling top-k."""
-        if "knowledge_base" not in body:
-            return None
-        return {
-            "knowledge_base": self.check_name(body.pop("knowledge_base"), "knowledge_base"),
-            "top_k": body.pop("top_k", None),
-            "mode": body.pop("search_mode", None),
-        }
-
     async def embed(self, texts: list[str]) -> list[list[float]]:
         return await self.embedding.embed.remote(texts)
 
-    async def search(
-        self,
-        kb: str,
-        query: Any,
-        *,
-        top_k: Any = None,
-        mode: Any = None,
-        score_threshold: Any = None,
-        filters: Any = None,
-    ) -> list[dict[str, Any]]:
-        self.check_name(kb)
-        if not isinstance(query, str) or not query.strip():
-            raise APIError(400, "'query' must be a non-empty string", param="query", code="invalid_value")
-        top_k = self.settings.default_top_k if top_k is None else top_k
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 100:
-            raise APIError(400, "'top_k' must be an integer in [1, 100]", param="top_k", code="invalid_value")
-        mode = mode or "hybrid"
-        if mode not in SEARCH_MODES:
-            raise APIError(
-                400, f"'mode' must be one of {', '.join(SEARCH_MODES)}", param="mode", code="invalid_value"
-            )
-        if filters is not None and not isinstance(filters, dict):
-            raise APIError(400, "'filter' must be an object", param="filter", code="invalid_type")
-        threshold = self.settings.score_threshold if score_threshold is None else score_threshold
+    async def search(self, kb: str, request: SearchRequest) -> list[dict[str, Any]]:
         await self.store("get_kb", kb)
-        vector = (await self.embed([query]))[0] if mode != "fulltext" else None
-        result = await self.retriever.search.remote(kb, query, vector, mode, top_k, threshold, filters)
+        vector = (await self.embed([request.query]))[0] if request.mode != "fulltext" else None
+        result = await self.retriever.search.remote(
+            kb, request.query, vector, request.mode, request.top_k, request.score_threshold, request.filter
+        )
         return self._unwrap(result)
+
+    async def retrieve(self, kb: str, request: SearchRequest) -> tuple[str, list[dict[str, Any]]]:
+        """The numbered context for a prompt, and the sources an answer cites."""
+        hits = await self.search(kb, request)
+        return prompt.context_text(hits), prompt.sources(hits)
 
     def check_files(self, files: list[tuple[str, bytes]]) -> None:
         if not files:
@@ -130,7 +95,7 @@ class KnowledgeAPI:
 
     async def upload(self, kb: str, files: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
         """Parse files in parallel Ray tasks, embed, write; each file succeeds or fails on its own."""
-        self.check_name(kb)
+        check_kb_name(kb)
         await self.store("get_kb", kb)
         self.check_files(files)
         known = await self.store("content_hashes", kb)
@@ -163,35 +128,3 @@ class KnowledgeAPI:
             for (i, _), outcome in zip(prepared, written, strict=True):
                 results[i] = outcome
         return [results[i] for i in range(len(files))]
-
-    async def context_for(
-        self, kb: str, question: str, *, top_k: Any, mode: Any
-    ) -> tuple[str, list[dict[str, Any]]]:
-        hits = await self.search(kb, question, top_k=top_k, mode=mode)
-        context = "\n\n".join(f"[{n}] ({h['document']}) {h['text']}" for n, h in enumerate(hits, start=1))
-        sources = [
-            {
-                "document": h["document"],
-                "chunk": h["chunk"],
-                "score": h["score"],
-                "text": h["text"],
-                "metadata": h["metadata"],
-            }
-            for h in hits
-        ]
-        return context, sources
-
-    def rag_messages(self, messages: list[dict[str, Any]], context: str) -> list[dict[str, Any]]:
-        """Fill the prompt template into the last user message; earlier turns stay as they are."""
-        for i in range(len(messages) - 1, -1, -1):
-            if messages[i].get("role") == "user" and isinstance(messages[i].get("content"), str):
-                filled = self.settings.prompt_template.format(
-                    context=context or "(no matching documents)", question=messages[i]["content"]
-                )
-                return [*messages[:i], {**messages[i], "content": filled}, *messages[i + 1 :]]
-        raise APIError(
-            400,
-            "a knowledge-base chat needs a user message with text content",
-            param="messages",
-            code="invalid_value",
-        )

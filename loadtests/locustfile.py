@@ -22,6 +22,8 @@ from typing import Any
 
 from locust import HttpUser, LoadTestShape, between, events, task
 
+from deployments.gateway import protocol, sse
+
 sys.path.insert(0, str(Path(__file__).parent))
 from shapes import SHAPES, load_config  # noqa: E402
 
@@ -73,6 +75,14 @@ def _fire(kind: str, name: str, seconds: float) -> None:
     )
 
 
+def _chat(prompt: str, **fields: Any) -> dict[str, Any]:
+    """A chat body checked against the gateway's own protocol, so the suite cannot drift from the API."""
+    request = protocol.ChatRequest.model_validate(
+        {"model": MODEL, "messages": [{"role": "user", "content": prompt}], **fields}
+    )
+    return request.model_dump(mode="json", exclude_unset=True)
+
+
 def _between() -> Any:
     low, high = CONFIG["wait_time_s"]
     return between(low, high)
@@ -84,13 +94,12 @@ class StreamedChatUser(HttpUser):
 
     @task
     def chat_stream(self) -> None:
-        body = {
-            "model": MODEL,
-            "messages": [{"role": "user", "content": random.choice(CONFIG["prompts"])}],
-            "max_tokens": USERS["streamed_chat"]["max_tokens"],
-            "temperature": 0.7,
-            "stream": True,
-        }
+        body = _chat(
+            random.choice(CONFIG["prompts"]),
+            max_tokens=USERS["streamed_chat"]["max_tokens"],
+            temperature=0.7,
+            stream=True,
+        )
         began = time.perf_counter()
         with self.client.post(
             "/v1/chat/completions", json=body, stream=True, catch_response=True, name="chat stream"
@@ -102,13 +111,12 @@ class StreamedChatUser(HttpUser):
                 return
             first = None
             done = False
-            for line in response.iter_lines():
-                if not line:
-                    continue
-                if first is None and b'"content"' in line:
-                    first = time.perf_counter()
-                if line.strip() == b"data: [DONE]":
-                    done = True
+            reader = sse.WireReader()
+            for piece in response.iter_content(chunk_size=None):
+                for event in reader.feed(piece):
+                    if first is None and event.texts():
+                        first = time.perf_counter()
+                    done = done or event.done
             if not done:
                 response.failure("stream ended without [DONE]")
                 return
@@ -125,12 +133,11 @@ class KnowledgeChatUser(HttpUser):
 
     @task
     def knowledge_chat(self) -> None:
-        body = {
-            "model": MODEL,
-            "messages": [{"role": "user", "content": random.choice(CONFIG["prompts"])}],
-            "max_tokens": USERS["knowledge_chat"]["max_tokens"],
-            "knowledge_base": KB,
-        }
+        body = _chat(
+            random.choice(CONFIG["prompts"]),
+            max_tokens=USERS["knowledge_chat"]["max_tokens"],
+            knowledge_base=KB,
+        )
         with self.client.post(
             "/v1/chat/completions", json=body, catch_response=True, name="knowledge chat"
         ) as response:
@@ -148,12 +155,9 @@ class CachedChatUser(HttpUser):
 
     @task
     def cached_chat(self) -> None:
-        body = {
-            "model": MODEL,
-            "messages": [{"role": "user", "content": random.choice(CONFIG["prompts"])}],
-            "max_tokens": USERS["cached_chat"]["max_tokens"],
-            "temperature": 0,
-        }
+        body = _chat(
+            random.choice(CONFIG["prompts"]), max_tokens=USERS["cached_chat"]["max_tokens"], temperature=0
+        )
         with self.client.post(
             "/v1/chat/completions", json=body, catch_response=True, name="cached chat"
         ) as response:

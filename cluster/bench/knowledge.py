@@ -29,7 +29,7 @@ import numpy as np
 
 from cluster.bench.stack import running_stack
 from cluster.settings import RaychatSettings, load_settings
-from knowledge.config import KnowledgeSettings
+from knowledge.config import SEARCH_MODES, KnowledgeSettings
 from knowledge.store import ChunkRecord, KnowledgeStore
 
 WORDS = (
@@ -82,7 +82,7 @@ def bench_store(
     store.build_indexes("bench")
     index_s = time.perf_counter() - start
     indexed = rows >= store.vector_index_min_rows
-    latencies: dict[str, list[float]] = {"vector": [], "fulltext": [], "hybrid": []}
+    latencies: dict[str, list[float]] = {mode: [] for mode in SEARCH_MODES}
     recalls = []
     for q in range(queries):
         qvec = clustered(1, centres, nprng)[0]
@@ -213,7 +213,7 @@ def render(out: Path, results: dict[str, Any]) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    modes = ["vector", "fulltext", "hybrid"]
+    modes = list(SEARCH_MODES)
     for i, s in enumerate(stores):
         ax.bar(
             [m + i * 0.38 for m in range(3)],

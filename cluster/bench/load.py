@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import time
 from dataclasses import dataclass, field
 
 import httpx
+
+from deployments.gateway import sse
 
 PROMPTS = [
     "Explain how a bank should protect customer data.",
@@ -75,14 +76,13 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict[str, object]) -> 
         if resp.status_code != 200:
             await resp.aread()
             raise RuntimeError(f"HTTP {resp.status_code}: {resp.text[:200]}")
-        async for line in resp.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            event = json.loads(line[6:])
-            if ttft < 0 and any(c.get("delta", {}).get("content") for c in event.get("choices", [])):
-                ttft = time.perf_counter() - start
-            if event.get("usage"):
-                tokens = int(event["usage"]["completion_tokens"])
+        reader = sse.WireReader()
+        async for piece in resp.aiter_text():
+            for event in reader.feed(piece):
+                if ttft < 0 and event.texts():
+                    ttft = time.perf_counter() - start
+                if event.usage:
+                    tokens = int(event.usage["completion_tokens"])
     return ttft, tokens
 
 

@@ -135,6 +135,8 @@ async def _retrieve(
     """Fill each row's prompt with its knowledge-base context through the running app, as the gateway does.
     Returns (rows with RAG messages, sources by custom_id, error records by custom_id)."""
     from cluster import kb
+    from deployments.gateway.protocol import SearchRequest
+    from knowledge import prompt
 
     api = kb._api(settings.serve.app_name, settings.knowledge)
     try:
@@ -150,10 +152,14 @@ async def _retrieve(
     async def one(row: ChatRow) -> None:
         async with semaphore:
             try:
-                context, hits = await api.context_for(
-                    kb_name, row.question, top_k=row.top_k, mode=row.search_mode
+                search = SearchRequest(
+                    query=row.question,
+                    top_k=row.top_k or settings.knowledge.default_top_k,
+                    mode=row.search_mode or "hybrid",
+                    score_threshold=settings.knowledge.score_threshold,
                 )
-                messages = api.rag_messages(row.messages, context)
+                context, hits = await api.retrieve(kb_name, search)
+                messages = prompt.rag_messages(row.messages, context, settings.knowledge.prompt_template)
             except Exception as exc:  # an APIError (bad top_k, ...) or a failed call: this row only
                 errors[row.custom_id] = batch_rows.error_record(
                     row.custom_id,

@@ -18,15 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROLES = ("system", "developer", "user", "assistant")
-SEARCH_MODES = ("vector", "fulltext", "hybrid")
-# The gateway's bounds (deployments/validation.py, which imports Ray): low, high, low inclusive, default.
-_FLOATS: dict[str, tuple[float, float, bool, float]] = {
-    "temperature": (0.0, 2.0, True, 1.0),
-    "top_p": (0.0, 1.0, False, 1.0),
-    "presence_penalty": (-2.0, 2.0, True, 0.0),
-    "frequency_penalty": (-2.0, 2.0, True, 0.0),
-}
+from deployments.gateway.protocol import RANGES, SEARCH_MODES, TEXT_ROLES, APIError, check_range
+from knowledge import prompt
+
+# The gateway's own vocabulary (its Ray-free protocol module): a row is checked as a request would be.
+ROLES = TEXT_ROLES
+_FLOATS = [name for name, spec in RANGES.items() if not spec.integer]
 _SAMPLING = {*_FLOATS, "max_tokens", "max_completion_tokens", "seed", "stop", "top_k"}
 _IGNORED = {"model", "n", "stream", "stream_options", "user", "metadata", "store"}
 _RAG_ONLY = {"search_mode"}
@@ -51,7 +48,7 @@ class ChatRow:
 
     @property
     def question(self) -> str:
-        return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
+        return prompt.question(self.messages)
 
 
 @dataclass(frozen=True)
@@ -72,11 +69,11 @@ def error_record(custom_id: str, message: str, type_: str, code: str | None) -> 
     return {"custom_id": custom_id, "error": {"message": message, "type": type_, "code": code}}
 
 
-def _float(name: str, value: Any, low: float, high: float, low_inclusive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RowError(f"'{name}' must be a number, got {json.dumps(value)}", "invalid_type")
-    if (value < low if low_inclusive else value <= low) or value > high:
-        raise RowError(f"'{name}' must be in {'[' if low_inclusive else '('}{low}, {high}], got {value}")
+def _float(name: str, value: Any) -> float:
+    try:
+        check_range(name, value)
+    except APIError as exc:
+        raise RowError(exc.message, exc.code or "invalid_value") from exc
     return float(value)
 
 
@@ -140,9 +137,9 @@ def parse_sampling(body: Mapping[str, Any], *, model_id: str, rag: bool) -> Para
     for name in ("max_tokens", "max_completion_tokens"):  # the newer name wins when both are given
         if body.get(name) is not None:
             sampling["max_tokens"] = _int(name, body[name], 1)
-    for name, (low, high, low_inclusive, default) in _FLOATS.items():
+    for name in _FLOATS:
         value = body.get(name)
-        sampling[name] = default if value is None else _float(name, value, low, high, low_inclusive)
+        sampling[name] = RANGES[name].default if value is None else _float(name, value)
     top_k = body.get("top_k")
     sampling["top_k"] = 0 if rag or top_k is None else _int("top_k", top_k, -1)
     seed = body.get("seed")

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         local.export_environment(settings)  # before ray is imported (cluster.kb imports it)
         connect(settings)
         from cluster import kb
-        from deployments.errors import APIError
+        from deployments.gateway.protocol import APIError
 
         try:
             summary = kb.ingest_paths(settings, args.name, args.paths)

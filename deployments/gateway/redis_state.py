@@ -86,15 +86,6 @@ class RedisState:
         self._timeouts = 0
         self._down_until = self._clock() + self.settings.retry_interval_s
 
-    async def ping(self) -> bool:
-        try:
-            return bool(await self.run(lambda c: c.ping()))
-        except RedisUnavailable:
-            return False
-
-    async def close(self) -> None:
-        await self.client.aclose()
-
 
 def _safe_url(url: str) -> str:
     """The URL without its password, for log lines."""

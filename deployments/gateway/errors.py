@@ -1,0 +1,61 @@
+"""Every failure the gateway answers, in OpenAI's format `{"error": {"message", "type", "param", "code"}}`.
+
+The error itself (`APIError`) is part of the protocol; this module turns it, and whatever FastAPI or an
+unexpected exception raises, into a response.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from deployments.gateway.protocol import APIError, bad_request
+
+log = logging.getLogger("raychat.gateway")
+
+
+def error_response(exc: APIError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def from_engine_error(error: Any) -> APIError:
+    """vLLM's ErrorResponse (returned as a value, not raised) as an APIError with its status."""
+    info = getattr(error, "error", error)
+    status = int(getattr(info, "code", 500) or 500)
+    if status < 400 or status > 599:
+        status = 500
+    message = str(getattr(info, "message", info))
+    return APIError(status, message, param=getattr(info, "param", None), code=_engine_code(status, message))
+
+
+def _engine_code(status: int, message: str) -> str | None:
+    if status == 400 and "context length" in message:
+        return "context_length_exceeded"
+    return None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+        return error_response(bad_request(str(first.get("msg", "invalid request")), param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return error_response(APIError(exc.status_code, str(exc.detail), code=code))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return error_response(APIError(500, "internal error; see the gateway log", code="internal_error"))

@@ -1,0 +1,58 @@
+"""Health, readiness, the model list and the Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from deployments.gateway import services
+from deployments.gateway.errors import error_response
+from deployments.gateway.protocol import APIError, ModelCard, ModelList
+from deployments.gateway.routes import ERRORS
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    svc = services.of(request)
+    try:
+        await asyncio.wait_for(svc.llm.check_health.remote(), timeout=svc.config.gateway.readiness_timeout_s)
+    except Exception as exc:  # any failure to answer means not ready
+        return error_response(
+            APIError(503, f"LLM deployment not ready: {type(exc).__name__}", code="not_ready")
+        )
+    return JSONResponse({"status": "ready", "model": svc.model_id})
+
+
+def _card(request: Request) -> ModelCard:
+    svc = services.of(request)
+    return ModelCard(id=svc.model_id, created=svc.created, max_model_len=svc.config.llm.max_model_len)
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(request: Request) -> ModelList:
+    return ModelList(data=[_card(request)])
+
+
+@router.get("/v1/models/{model:path}", response_model=ModelCard, responses=ERRORS)
+async def get_model(model: str, request: Request) -> ModelCard:
+    card = _card(request)
+    if model != card.id:
+        raise APIError(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
+    return card
+
+
+@router.get("/metrics")
+async def prometheus_metrics(request: Request) -> Response:
+    metrics = services.of(request).metrics
+    await metrics.flush()
+    return Response(await metrics.aggregator.render.remote(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,49 @@
+"""`/v1/sessions/{id}`: a conversation's stored messages, and deleting it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from deployments.gateway import services
+from deployments.gateway.protocol import APIError, Deleted, Session, check_session_id
+from deployments.gateway.redis_state import RedisUnavailable
+from deployments.gateway.routes import ERRORS
+
+router = APIRouter()
+
+
+def _not_found(session_id: str) -> APIError:
+    return APIError(
+        404, f"session {session_id!r} does not exist", param="session_id", code="session_not_found"
+    )
+
+
+async def _session_call(call: Any) -> Any:
+    try:
+        return await call
+    except RedisUnavailable as exc:
+        raise APIError(
+            503,
+            "the session store is unavailable; retry shortly",
+            code="session_store_unavailable",
+            headers={"Retry-After": "2"},
+        ) from exc
+
+
+@router.get("/v1/sessions/{session_id}", response_model=Session, responses=ERRORS)
+async def get_session(session_id: str, request: Request) -> Session:
+    check_session_id(session_id)
+    messages = await _session_call(services.of(request).sessions.messages(session_id))
+    if messages is None:
+        raise _not_found(session_id)
+    return Session(id=session_id, messages=messages)
+
+
+@router.delete("/v1/sessions/{session_id}", responses={200: {"model": Deleted}, **ERRORS})
+async def delete_session(session_id: str, request: Request) -> dict[str, Any]:
+    check_session_id(session_id)
+    if not await _session_call(services.of(request).sessions.delete(session_id)):
+        raise _not_found(session_id)
+    return {"id": session_id, "object": "session", "deleted": True}

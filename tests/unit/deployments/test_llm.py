@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from deployments.config import LLMSettings
+from deployments.llm import deployment_options, engine_env, engine_kwargs
+
+
+def test_autoscaling_is_explicit() -> None:
+    opts = deployment_options(LLMSettings(min_replicas=2, max_replicas=4, target_ongoing_requests=8))
+    auto = opts["autoscaling_config"]
+    assert (auto["min_replicas"], auto["max_replicas"], auto["target_ongoing_requests"]) == (2, 4, 8)
+    assert opts["max_ongoing_requests"] < 1e9  # Serve LLM's default would disable scaling
+
+
+def test_engine_kwargs_from_settings() -> None:
+    kw = engine_kwargs(
+        LLMSettings(
+            dtype="float32",
+            enforce_eager=True,
+            max_num_seqs=None,
+            quantization="fp8",
+            tensor_parallel_size=2,
+            engine_kwargs={"seed": 1},
+        )
+    )
+    assert kw["dtype"] == "float32" and kw["enforce_eager"] is True and kw["quantization"] == "fp8"
+    assert kw["tensor_parallel_size"] == 2 and kw["seed"] == 1
+    assert "max_num_seqs" not in kw  # left to vLLM's default
+    assert "gpu_memory_utilization" not in kw  # CPU engine
+    assert engine_kwargs(LLMSettings(accelerator="gpu"))["gpu_memory_utilization"] == 0.9
+
+
+def test_engine_env_keeps_caches_in_data_dir(tmp_path: Path) -> None:
+    env = engine_env(LLMSettings(cpu_kvcache_space_gib=3, cpu_omp_threads_bind="0-1"), tmp_path)
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "3" and env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
+    for key in ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR"):
+        assert env[key].startswith(str(tmp_path))
+    short = Path("/srv/raychat")
+    assert engine_env(LLMSettings(), short)["TMPDIR"] == "/srv/raychat/tmp"
+    assert "VLLM_CPU_KVCACHE_SPACE" not in engine_env(LLMSettings(accelerator="gpu"), tmp_path)
+
+
+def test_temp_dir_stays_short_enough_for_sockets(tmp_path: Path) -> None:
+    from deployments.config import temp_dir
+
+    assert temp_dir(Path("/srv/raychat")) == Path("/srv/raychat/tmp")
+    deep = Path("/" + "/".join(["a-rather-long-folder-name"] * 4))
+    short = temp_dir(deep)
+    assert len(str(short)) <= 60 and short == temp_dir(deep)  # stable per data dir
+    assert temp_dir(deep) != temp_dir(deep / "other")
+    assert engine_env(LLMSettings(), deep)["TMPDIR"] == str(short)
+
+
+def test_engine_bundles_carry_declared_resources() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from deployments.llm import placement_group_config
+
+    cpu = placement_group_config(LLMSettings(engine_num_cpus=2, engine_bundle_resources={"GPU": 1}))
+    assert cpu == {"bundles": [{"CPU": 2, "GPU": 1}]}
+    tp2 = placement_group_config(LLMSettings(tensor_parallel_size=2))
+    assert tp2 == {"bundles": [{"CPU": 1}, {"CPU": 1}]}
+    assert tp2["bundles"][0] is not tp2["bundles"][1]  # Serve may annotate bundles in place
+    assert placement_group_config(LLMSettings(accelerator="gpu")) is None  # Serve LLM's GPU default
+    assert placement_group_config(LLMSettings(accelerator="gpu", engine_bundle_resources={"llm": 1})) == {
+        "bundles": [{"GPU": 1, "llm": 1}]
+    }
+    for bad in ({"CPU": 1}, {"GPU": 0}):
+        with pytest.raises(ValidationError, match="engine_bundle_resources"):
+            LLMSettings(engine_bundle_resources=bad)
+
+
+def test_services_pin_to_the_head_by_default() -> None:
+    from deployments.config import PlacementSettings
+
+    assert PlacementSettings().head_resources() == {"node:__internal_head__": 0.001}
+    assert PlacementSettings(services_on_head=False).head_resources() == {}
