@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: install up down status test test-unit lint loadtest bench-engine bench-knowledge bench-cache bench-ingress bench-batch bench-multinode
+.PHONY: install up down status test test-unit lint fuzz loadtest bench-engine bench-knowledge bench-cache bench-ingress bench-batch bench-multinode
 
 install: $(STAMP)
 
@@ -49,8 +49,14 @@ test: install
 test-unit: install
 	$(BIN)/python -m pytest tests/unit
 
+# ruff, and the import contracts in pyproject.toml (layers, Ray-free protocol; see ARCHITECTURE.md)
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+# A longer fuzzing run on its own test stack (`make test` runs the same tests at scale 1, about two minutes).
+fuzz: install
+	RAYCHAT_FUZZ_SCALE=10 $(BIN)/python -m pytest tests/integration/fuzz -s
 
 # make loadtest TIER=1|2|3 INGRESS=nginx|traefik|direct (against the running stack)
 loadtest: install
