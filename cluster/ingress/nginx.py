@@ -16,6 +16,12 @@ _TOO_LARGE = (
     '"type": "invalid_request_error", "param": null, "code": "request_too_large"}}'
 )
 
+# And when nginx itself refuses a request it cannot parse (a NUL or a bad escape in the path, ...).
+_BAD_REQUEST = (
+    '{"error": {"message": "the request could not be parsed (malformed path or headers)", '
+    '"type": "invalid_request_error", "param": null, "code": "bad_request"}}'
+)
+
 
 def upstreams(settings: RaychatSettings) -> list[str]:
     return settings.ingress.upstreams or [f"{settings.serve.host}:{settings.serve.port}"]
@@ -67,6 +73,8 @@ http {{
     server {{
         listen {ing.host}:{ing.nginx_port} backlog=4096;
         error_page 413 = @too_large;
+        # Not a named location: nginx cannot redirect a request whose URI it failed to parse to one.
+        error_page 400 /__raychat/bad_request;
 
         location / {{
             proxy_pass http://raychat_serve;
@@ -90,6 +98,12 @@ http {{
         location @too_large {{
             default_type application/json;
             return 413 '{too_large}';
+        }}
+
+        location = /__raychat/bad_request {{
+            internal;
+            default_type application/json;
+            return 400 '{_BAD_REQUEST}';
         }}
     }}
 }}

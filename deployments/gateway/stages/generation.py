@@ -16,6 +16,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
+from vllm.exceptions import VLLMClientError
 
 from deployments.gateway import sse
 from deployments.gateway.context import JsonAnswer, RequestContext, StreamAnswer
@@ -41,6 +42,9 @@ class Generation:
             request = protocol_type.model_validate(ctx.to_engine().engine_body())
         except ValidationError as exc:  # what vLLM's protocol checks beyond ours
             raise from_validation_error(exc) from exc
+        except VLLMClientError as exc:  # vLLM's own request checks (an empty prompt, ...)
+            param = getattr(exc, "parameter", None)
+            raise APIError(400, str(exc), param=param, code="invalid_value") from exc
         self.metrics.gauge_add("concurrent_session_count", 1)
         ctx.on_end(lambda: self.metrics.gauge_add("concurrent_session_count", -1))
         handle = getattr(self.llm.options(stream=True), method)

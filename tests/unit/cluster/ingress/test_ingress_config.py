@@ -76,3 +76,11 @@ def test_nginx_passive_health_checks(settings, tmp_path: Path) -> None:  # type:
     text = nginx.render(settings, tmp_path)
     assert "server 127.0.0.1:8000 max_fails=2 fail_timeout=5s;" in text
     assert "proxy_next_upstream error timeout http_502;" in text
+
+
+def test_nginx_answers_its_own_refusals_in_openai_format(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    text = nginx.render(settings, tmp_path)
+    # A URI nginx cannot parse cannot go to a named location: the 400 page is an internal URI.
+    assert "error_page 400 /__raychat/bad_request;" in text
+    block = text.split("location = /__raychat/bad_request {", 1)[1].split("}", 1)[0]
+    assert "internal;" in block and '"code": "bad_request"' in block
