@@ -39,7 +39,7 @@ def test_the_project_keeps_its_contracts() -> None:
     [
         ("knowledge/config.py", "import deployments.config", "Layers point one way"),
         ("knowledge/splitter.py", "import ray", "without Ray"),
-        ("deployments/gateway/protocol.py", "import fastapi", "import neither Ray nor FastAPI"),
+        ("deployments/gateway/protocol/values.py", "import fastapi", "import neither Ray nor FastAPI"),
         (
             "deployments/gateway/sse.py",
             "from deployments.gateway import deployment",

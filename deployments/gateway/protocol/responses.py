@@ -1,0 +1,103 @@
+"""What the API answers with, as the OpenAPI document publishes it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from deployments.gateway.protocol.requests import Frozen
+
+
+# --- responses (what the OpenAPI schema publishes) ---------------------------------------------------
+class Source(Frozen):
+    """A passage a knowledge-base answer drew on."""
+
+    document: str
+    chunk: int
+    score: float
+    text: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchHit(Source):
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
+class ListOf(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Any]
+
+
+class SearchResults(ListOf):
+    data: list[SearchHit]
+
+
+class UploadResult(BaseModel):
+    document: str
+    status: Literal["ingested", "unchanged", "failed"]
+    chunks: int = 0
+    error: str | None = None
+
+
+class UploadResults(ListOf):
+    data: list[UploadResult]
+
+
+class KnowledgeBaseInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    description: str = ""
+    source_folder: str | None = None
+
+
+class KnowledgeBaseList(ListOf):
+    data: list[KnowledgeBaseInfo]
+
+
+class Deleted(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    deleted: bool = True
+
+
+class Session(BaseModel):
+    id: str
+    object: Literal["session"] = "session"
+    messages: list[dict[str, Any]]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "raychat"
+    max_model_len: int
+
+
+class ModelList(ListOf):
+    data: list[ModelCard]
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float]
+
+
+class EmbeddingResponse(ListOf):
+    model: str
+    data: list[EmbeddingData]
+    usage: dict[str, int]
+
+
+class Completion(BaseModel):
+    """A chat or text completion as vLLM returns it; `sources` is raychat's, on knowledge-base chats."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+    sources: list[Source] | None = None
