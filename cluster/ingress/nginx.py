@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import subprocess
 from pathlib import Path
 
@@ -23,6 +25,15 @@ _BAD_REQUEST = (
 )
 
 
+def _worker_user() -> str:
+    """Started as root, nginx runs its workers as `nobody`, who cannot reach the data dir when a parent
+    folder is private (a clone under a 0700 temp dir): request bodies over the 1 MiB buffer then fail with
+    500. The workers run as the user who runs raychat, as every other raychat process does."""
+    if os.geteuid() != 0:
+        return ""  # nginx ignores `user` unless its master is root
+    return f"user {pwd.getpwuid(os.geteuid()).pw_name};\n"
+
+
 def upstreams(settings: RaychatSettings) -> list[str]:
     return settings.ingress.upstreams or [f"{settings.serve.host}:{settings.serve.port}"]
 
@@ -39,7 +50,7 @@ def render(settings: RaychatSettings, prefix: Path) -> str:
     too_large = (_TOO_LARGE % limit).replace("'", "\\'")
     return f"""# Rendered by raychat from settings; edits are overwritten by `raychat up`.
 daemon off;
-worker_processes {ing.worker_processes};
+{_worker_user()}worker_processes {ing.worker_processes};
 pid {prefix}/nginx.pid;
 error_log {logs}/nginx-error.log warn;
 

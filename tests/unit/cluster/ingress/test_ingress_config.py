@@ -84,3 +84,14 @@ def test_nginx_answers_its_own_refusals_in_openai_format(settings, tmp_path: Pat
     assert "error_page 400 /__raychat/bad_request;" in text
     block = text.split("location = /__raychat/bad_request {", 1)[1].split("}", 1)[0]
     assert "internal;" in block and '"code": "bad_request"' in block
+
+
+def test_nginx_workers_run_as_the_user_who_runs_raychat(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import pwd
+
+    text = nginx.render(settings, tmp_path)
+    if os.geteuid() == 0:  # a root master would hand its workers to `nobody`
+        assert f"user {pwd.getpwuid(0).pw_name};" in text
+    else:
+        assert "\nuser " not in text
