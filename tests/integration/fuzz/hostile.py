@@ -107,6 +107,10 @@ class Hostile:
     content: bytes
     content_type: str | None
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis pretty-prints dataclasses field by field (a 3 MB body in full); print the summary.
+        printer.text(repr(self))
+
     def __repr__(self) -> str:  # what Hypothesis prints for a failing example
         return describe(
             "POST",
