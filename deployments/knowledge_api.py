@@ -57,8 +57,12 @@ class KnowledgeAPI:
     async def search(self, kb: str, request: SearchRequest) -> list[dict[str, Any]]:
         await self.store("get_kb", kb)
         vector = (await self.embed([request.query]))[0] if request.mode != "fulltext" else None
+        # The site's threshold applies unless the request sets its own.
+        threshold = (
+            request.score_threshold if request.score_threshold is not None else self.settings.score_threshold
+        )
         result = await self.retriever.search.remote(
-            kb, request.query, vector, request.mode, request.top_k, request.score_threshold, request.filter
+            kb, request.query, vector, request.mode, request.top_k, threshold, request.filter
         )
         return self._unwrap(result)
 

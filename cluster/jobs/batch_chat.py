@@ -156,7 +156,6 @@ async def _retrieve(
                     query=row.question,
                     top_k=row.top_k or settings.knowledge.default_top_k,
                     mode=row.search_mode or "hybrid",
-                    score_threshold=settings.knowledge.score_threshold,
                 )
                 context, hits = await api.retrieve(kb_name, search)
                 messages = prompt.rag_messages(row.messages, context, settings.knowledge.prompt_template)

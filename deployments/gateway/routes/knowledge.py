@@ -146,6 +146,4 @@ async def search(name: str, request: Request) -> dict[str, Any]:
     kb = services.of(request).knowledge
     protocol.check_kb_name(name)
     parsed = protocol.search_request(await _body(request), kb.settings.default_top_k)
-    if parsed.score_threshold is None and kb.settings.score_threshold is not None:
-        parsed = parsed.model_copy(update={"score_threshold": kb.settings.score_threshold})
     return {"object": "list", "data": await kb.search(name, parsed)}

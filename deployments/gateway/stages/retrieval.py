@@ -28,7 +28,6 @@ class Retrieval:
             query=question,
             top_k=request.top_k or settings.default_top_k,
             mode=request.search_mode or "hybrid",
-            score_threshold=settings.score_threshold,
         )
         context, ctx.sources = await self.knowledge.retrieve(request.knowledge_base, search)
         filled = prompt.rag_messages(messages, context, settings.prompt_template)
