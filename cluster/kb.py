@@ -1,7 +1,8 @@
 """Knowledge bases from the operator's side: `raychat kb ingest|sync`, and the in-cluster folder sync.
 
 Everything goes through the running app's Embedding and Retriever deployments, so the CLI, the folder
-sync actor and the HTTP API write the same tables the same way. File parsing runs in Ray tasks
+sync actor and the HTTP API write the same tables the same way. Folders are followed only inside
+`knowledge.source_roots` (`knowledge.sources`), whoever asks. File parsing runs in Ray tasks
 (`KnowledgeAPI.upload`), spread over the cluster's nodes; embeddings are batched by the deployment.
 """
 
@@ -17,8 +18,11 @@ from typing import Any
 import ray
 
 from cluster.settings import RaychatSettings
+from cluster.waiting import wait_until
 from knowledge.config import KnowledgeSettings
+from knowledge.errors import SourceFolderNotAllowed
 from knowledge.loaders import supported
+from knowledge.sources import confine
 from knowledge.watcher import FolderWatcher, SyncReport, WatchTarget, sync_folder, watchers_to_change
 
 SYNC_ACTOR = "raychat-kb-sync"
@@ -53,7 +57,8 @@ class StoreClient:
 
     def ingest(self, kb: str, name: str, data: bytes, source: str) -> str:
         try:
-            result = self._run(self.api.upload(kb, [(name, data)]))[0]
+            # `name` is the folder-relative id the scan made, so its folders are kept.
+            result = self._run(self.api.upload(kb, [(name, data)], keep_paths=True))[0]
         except Exception as exc:  # an APIError (type, size) fails this file only
             return f"failed: {getattr(exc, 'message', exc)}"
         return result["status"] if result["status"] != "failed" else f"failed: {result.get('error')}"
@@ -97,7 +102,7 @@ def ingest_paths(
             group = files[offset : offset + batch]
             items = [(_display_name(p, paths), p.read_bytes()) for p in group]
             try:
-                results = await api.upload(kb, items)
+                results = await api.upload(kb, items, keep_paths=True)
             except Exception as exc:  # unsupported type or too large: report and go on with the rest
                 results = [
                     {"document": n, "status": "failed", "error": getattr(exc, "message", str(exc))}
@@ -134,9 +139,17 @@ def _display_name(path: Path, roots: list[str]) -> str:
 
 
 def sync_once(settings: RaychatSettings, kb: str, folder: str) -> SyncReport:
-    """`raychat kb sync NAME FOLDER`: one pass, the same comparison the in-cluster watcher makes."""
+    """`raychat kb sync NAME FOLDER`: one pass, the same comparison the in-cluster watcher makes, on a
+    folder inside `knowledge.source_roots`. A relative FOLDER is relative to the working directory, as in
+    any shell command (not to the first root, as over HTTP): a pass deletes what the folder lacks, so it
+    must be the folder the operator sees."""
+    roots = settings.knowledge.source_roots
+    try:
+        real = confine(Path(folder).absolute(), roots)
+    except SourceFolderNotAllowed as exc:
+        raise SystemExit(f"raychat kb sync: {exc}") from None
     client = StoreClient(_api(settings.serve.app_name, settings.knowledge), _loop_thread())
-    return sync_folder(client, kb, Path(folder), client.ingest)  # type: ignore[arg-type]
+    return sync_folder(client, kb, real, client.ingest, roots=roots)  # type: ignore[arg-type]
 
 
 @ray.remote(num_cpus=0)
@@ -177,6 +190,7 @@ class KnowledgeSync:
                 target.kb,
                 Path(target.folder),
                 client.ingest,  # type: ignore[arg-type]
+                roots=self._settings.source_roots,
                 debounce_ms=self._settings.sync_debounce_ms,
                 on_report=lambda r, n=target.kb: self._record(n, r),
             )
@@ -191,6 +205,7 @@ class KnowledgeSync:
             "modified": report.modified,
             "deleted": report.deleted,
             "failed": report.failed,
+            "error": report.error,  # the folder is outside knowledge.source_roots: not followed
         }
 
     def status(self) -> dict[str, Any]:
@@ -200,7 +215,24 @@ class KnowledgeSync:
         }
 
 
-def start_sync_actor(settings: RaychatSettings) -> Any:
+def start_sync_actor(settings: RaychatSettings, *, restart: bool = False) -> Any:
+    """The folder-sync actor; `restart` replaces a running one (after a redeploy it must run the same
+    code and settings as the app it calls)."""
+    if restart:
+        try:
+            ray.kill(ray.get_actor(SYNC_ACTOR, namespace=settings.ray.namespace))
+        except ValueError:
+            pass  # none running
+        else:
+
+            def gone() -> bool:
+                try:
+                    ray.get_actor(SYNC_ACTOR, namespace=settings.ray.namespace)
+                except ValueError:
+                    return True
+                return False
+
+            wait_until(gone, timeout_s=30, interval_s=0.2, what="the old folder-sync actor has stopped")
     return KnowledgeSync.options(
         name=SYNC_ACTOR,
         namespace=settings.ray.namespace,

@@ -13,10 +13,15 @@ from ray.serve.handle import DeploymentHandle
 from deployments.gateway.protocol import APIError, SearchRequest, check_kb_name
 from knowledge import prompt
 from knowledge.config import KnowledgeSettings
-from knowledge.ingest import PreparedDocument, content_hash, document_id, prepare
+from knowledge.ingest import PreparedDocument, content_hash, document_id, prepare, upload_name
 from knowledge.loaders import LOADERS, LoadError
 
-_STATUS = {"KnowledgeBaseNotFound": 404, "InvalidName": 400}
+# Store errors by class name (as the Retriever sends them back): status, code, param.
+_ERRORS: dict[str, tuple[int, str, str | None]] = {
+    "KnowledgeBaseNotFound": (404, "knowledge_base_not_found", None),
+    "InvalidName": (400, "invalid_value", None),
+    "SourceFolderNotAllowed": (400, "source_folder_not_allowed", "source_folder"),
+}
 
 
 @ray.remote(num_cpus=0.25)
@@ -39,11 +44,11 @@ class KnowledgeAPI:
     @staticmethod
     def _unwrap(result: dict[str, Any]) -> Any:
         if "error" in result:
-            status = _STATUS.get(result["error"], 400)
-            if "already exists" in result["message"]:
-                status = 409
-            code = {404: "knowledge_base_not_found", 409: "already_exists"}.get(status, "invalid_value")
-            raise APIError(status, result["message"], code=code)
+            status, code, param = _ERRORS.get(result["error"], (400, "invalid_value", None))
+            # Only a plain StoreError says it: a refused folder's message may quote anything the caller sent.
+            if result["error"] == "StoreError" and "already exists" in result["message"]:
+                status, code = 409, "already_exists"
+            raise APIError(status, result["message"], param=param, code=code)
         return result["ok"]
 
     async def version(self, kb: str) -> str:
@@ -71,7 +76,12 @@ class KnowledgeAPI:
         hits = await self.search(kb, request)
         return prompt.context_text(hits), prompt.sources(hits)
 
-    def check_files(self, files: list[tuple[str, bytes]]) -> None:
+    def check_files(
+        self, files: list[tuple[str, bytes]], *, keep_paths: bool = False
+    ) -> list[tuple[str, bytes]]:
+        """The files under safe names (`upload_name`; with `keep_paths`, `document_id`, which keeps the
+        folders of a folder-relative name), or an APIError for the whole request: no files, a name with
+        nothing usable left, an unsupported type, a file too large."""
         if not files:
             raise APIError(
                 400,
@@ -79,7 +89,18 @@ class KnowledgeAPI:
                 param="files",
                 code="missing_required_parameter",
             )
-        for name, data in files:
+        named = []
+        for raw, data in files:
+            try:
+                name = document_id(raw) if keep_paths else upload_name(raw)
+            except LoadError:
+                raise APIError(
+                    400,
+                    f"file name {raw[:200]!r} has nothing left once folders, leading dots and control "
+                    "characters are removed",
+                    param="files",
+                    code="invalid_file_name",
+                ) from None
             suffix = PurePosixPath(name).suffix.lower()
             if suffix not in LOADERS:
                 raise APIError(
@@ -96,12 +117,20 @@ class KnowledgeAPI:
                     param="files",
                     code="file_too_large",
                 )
+            named.append((name, data))
+        return named
 
-    async def upload(self, kb: str, files: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
-        """Parse files in parallel Ray tasks, embed, write; each file succeeds or fails on its own."""
+    async def upload(
+        self, kb: str, files: list[tuple[str, bytes]], *, keep_paths: bool = False
+    ) -> list[dict[str, Any]]:
+        """Parse files in parallel Ray tasks, embed, write; each file succeeds or fails on its own.
+
+        A client's file names lose their folders, control characters and leading dots (`upload_name`);
+        folder sync and `raychat kb ingest` pass `keep_paths` for the folder-relative names they built.
+        Names only become document ids: nothing is written to disk under them."""
         check_kb_name(kb)
         await self.store("get_kb", kb)
-        self.check_files(files)
+        files = self.check_files(files, keep_paths=keep_paths)
         known = await self.store("content_hashes", kb)
         results: dict[int, dict[str, Any]] = {}
         pending: list[tuple[int, Any]] = []

@@ -35,6 +35,7 @@ class Retriever:
             rrf_k=cfg.rrf_k,
             vector_index_min_rows=cfg.vector_index_min_rows,
             search=cfg.vector_search(),
+            source_roots=cfg.source_roots,  # absolute: the settings resolve them against the data dir
         )
         self._writes = asyncio.Lock()
         self._compactor = Compactor(self.store, cfg.compact_interval_s, self._writes)
@@ -43,7 +44,8 @@ class Retriever:
         self._compaction = asyncio.get_running_loop().create_task(self._compactor.run_forever())
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Store errors travel back as values: the gateway maps them to status codes."""
+        """Store errors travel back as values, named by their class (`KnowledgeBaseNotFound`,
+        `SourceFolderNotAllowed`, ...): `KnowledgeAPI._unwrap` maps them to status codes."""
         try:
             return {"ok": await asyncio.to_thread(fn, *args, **kwargs)}
         except StoreError as exc:

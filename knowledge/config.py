@@ -34,6 +34,12 @@ class KnowledgeSettings(BaseModel):
     chunk_size: int = Field(750, ge=50, description="characters per chunk, as Langchain-Chatchat")
     chunk_overlap: int = Field(150, ge=0)
     store_dir: Path | None = Field(None, description="LanceDB directory; default <data_dir>/knowledge")
+    source_roots: list[Path] = Field(
+        default_factory=lambda: [Path("sources")],
+        description="folders knowledge bases may follow (source_folder must lie inside one, symlinks "
+        "resolved); relative entries are relative to the data dir; a relative source_folder is taken "
+        "relative to the first",
+    )
     embedding_model: str = Field("bundled", description="'bundled' (all-MiniLM-L6-v2) or a local model dir")
     embedding_model_id: str = Field(
         "all-MiniLM-L6-v2", min_length=1, description="name /v1/embeddings serves"

@@ -13,3 +13,7 @@ class KnowledgeBaseNotFound(StoreError):
 
 class InvalidName(StoreError):
     pass
+
+
+class SourceFolderNotAllowed(StoreError):
+    """A source folder, or a file in one, whose real path is not inside `knowledge.source_roots`."""

@@ -7,6 +7,8 @@ done by the caller (in-process `Embedder`, or the batched Embedding deployment) 
 from __future__ import annotations
 
 import hashlib
+import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
@@ -22,12 +24,33 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# Control characters (NUL included), invisible format characters (a right-to-left override can make
+# 'txt.exe' read as 'exe.txt'), surrogates and line or paragraph separators never reach a document id.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_LEADING = re.compile(r"^[\s.]+")
+
+
+def _clean_part(part: str) -> str:
+    kept = "".join(c for c in part if unicodedata.category(c) not in _UNSAFE_CATEGORIES)
+    return _LEADING.sub("", kept).rstrip()  # no hidden names, and '..' is left empty
+
+
 def document_id(name: str) -> str:
-    """A stable id from a file name or folder-relative path ('a/b.pdf'); never an absolute path."""
-    parts = [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", ".", "..", "/")]
+    """A stable id from a file name or folder-relative path ('a/b.pdf'): separators ('/' or '\\') split
+    it, each part loses control characters and leading dots, empty parts go. Never absolute, never '..',
+    and the same id for a name already cleaned (folder sync hands ids back in as names)."""
+    parts = [_clean_part(p) for p in name.replace("\\", "/").split("/")]
+    parts = [p for p in parts if p]
     if not parts:
         raise LoadError(f"{name!r} is not a usable document name")
     return "/".join(parts)
+
+
+def upload_name(name: str) -> str:
+    """An uploaded file's name made safe: its last part only ('../../x.txt', '/etc/x.txt' and
+    'C:\\x\\y.txt' become 'x.txt', 'x.txt' and 'y.txt'), cleaned as `document_id` cleans. `LoadError`
+    when nothing usable is left."""
+    return document_id(name).rsplit("/", 1)[-1]
 
 
 @dataclass

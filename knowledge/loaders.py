@@ -212,20 +212,15 @@ def load_pptx(path: Path, data: bytes, source: str | None) -> list[Section]:
 
 def load_epub(path: Path, data: bytes, source: str | None) -> list[Section]:
     """One section per chapter (spine document) of an EPUB, its text taken from the XHTML."""
-    import tempfile
-
     import ebooklib
     from bs4 import BeautifulSoup
     from ebooklib import epub
 
-    # ebooklib reads from a path; the upload arrives as bytes.
-    with tempfile.NamedTemporaryFile(suffix=".epub") as tmp:
-        tmp.write(data)
-        tmp.flush()
-        try:
-            book = epub.read_epub(tmp.name, options={"ignore_ncx": True})
-        except Exception as exc:
-            raise LoadError(f"not a readable EPUB: {exc}") from exc
+    # Read from memory (ebooklib hands a file object to zipfile): an upload is never written to disk.
+    try:
+        book = epub.read_epub(io.BytesIO(data), options={"ignore_ncx": True})
+    except Exception as exc:
+        raise LoadError(f"not a readable EPUB: {exc}") from exc
     titles = book.get_metadata("DC", "title")
     meta = _base_meta(path, source) | ({"title": titles[0][0]} if titles else {})
     sections = []

@@ -32,6 +32,7 @@ from knowledge.config import SearchMode, VectorSearchOptions
 from knowledge.errors import KnowledgeBaseNotFound, StoreError
 from knowledge.names import check_name
 from knowledge.search import Hit, TableSearch, quote_literal, where_clause
+from knowledge.sources import confine
 
 _META_FILE = "knowledge_bases.json"
 
@@ -75,8 +76,11 @@ class KnowledgeStore:
         rrf_k: int = 60,
         vector_index_min_rows: int = 20000,
         search: VectorSearchOptions | None = None,
+        source_roots: Sequence[Path | str] = (),
     ) -> None:
         self.root = Path(root)
+        # The folders a knowledge base may follow (`knowledge.source_roots`); none: no source folder at all.
+        self.source_roots = [Path(r) for r in source_roots]
         self.root.mkdir(parents=True, exist_ok=True)
         self.dim = dim
         self.fts_tokenizer = fts_tokenizer
@@ -115,7 +119,11 @@ class KnowledgeStore:
         return {"name": name, **meta[name]}
 
     def create_kb(self, name: str, description: str = "", source_folder: str | None = None) -> dict[str, Any]:
+        """A new, empty knowledge base. A `source_folder` must be an existing folder whose real path lies
+        inside `source_roots` (`SourceFolderNotAllowed` otherwise); its real path is what is kept."""
         check_name(name)
+        if source_folder:
+            source_folder = str(confine(source_folder, self.source_roots))
         with self._lock:
             meta = self._read_meta()
             if name in meta:

@@ -1,19 +1,26 @@
 """Folder sync: a knowledge base follows a folder. Added -> ingested, modified -> replaced, deleted ->
 marked deleted. Each pass compares content hashes with the store, so a pass after a restart catches up on
 whatever changed while nothing was watching; file events only decide *when* to run a (debounced) pass.
+
+Only inside `knowledge.source_roots` (`knowledge.sources`): every pass checks the folder's real path again
+(a knowledge base created before the roots existed, or a folder since replaced by a link, is skipped whole),
+and a file is read only if its real path stays inside too; one that leads out is reported failed, its
+earlier chunks (if any) are marked deleted, and its content is never read.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from knowledge.errors import SourceFolderNotAllowed
 from knowledge.ingest import content_hash, document_id
 from knowledge.loaders import supported
+from knowledge.sources import read_file, resolve_inside
 from knowledge.store import KnowledgeStore
 
 log = logging.getLogger("raychat.watcher")
@@ -29,6 +36,7 @@ class SyncReport:
     deleted: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     unchanged: int = 0
+    error: str | None = None  # the whole folder was skipped (outside the source roots): nothing touched
 
     def changed(self) -> bool:
         return bool(self.added or self.modified or self.deleted)
@@ -77,16 +85,30 @@ def scan(folder: Path) -> dict[str, Path]:
     return files
 
 
-def sync_folder(store: KnowledgeStore, kb: str, folder: Path, ingest: IngestFn) -> SyncReport:
+def sync_folder(
+    store: KnowledgeStore, kb: str, folder: Path, ingest: IngestFn, *, roots: Sequence[Path]
+) -> SyncReport:
+    """One pass over `folder`, which must lie inside `roots` (else the report's `error` says so and
+    nothing is read or changed). A missing folder inside the roots holds no files."""
+    try:
+        real = resolve_inside(folder, roots)
+    except SourceFolderNotAllowed as exc:
+        return SyncReport(error=str(exc))
     report = SyncReport()
     known = store.content_hashes(kb)
-    present = scan(folder)
+    present = scan(real)
+    kept: set[str] = set()  # documents still in the folder, read or not
     for doc, path in present.items():
         try:
-            data = path.read_bytes()
-        except OSError as exc:  # vanished or unreadable between scan and read: next pass sees it
+            data = read_file(path, roots)
+        except SourceFolderNotAllowed as exc:  # a link leading out: never read, and not the folder's
             report.failed[doc] = str(exc)
             continue
+        except OSError as exc:  # vanished or unreadable between scan and read: next pass sees it
+            report.failed[doc] = f"not read: {exc.strerror or type(exc).__name__}"
+            kept.add(doc)
+            continue
+        kept.add(doc)
         digest = content_hash(data)
         if known.get(doc) == digest:
             report.unchanged += 1
@@ -98,7 +120,7 @@ def sync_folder(store: KnowledgeStore, kb: str, folder: Path, ingest: IngestFn) 
             report.modified.append(doc)
         else:
             report.added.append(doc)
-    for doc in known.keys() - present.keys():
+    for doc in known.keys() - kept:
         if store.delete_document(kb, doc):
             report.deleted.append(doc)
     return report
@@ -114,10 +136,12 @@ class FolderWatcher:
         folder: Path,
         ingest: IngestFn,
         *,
+        roots: Sequence[Path],
         debounce_ms: int = 500,
         on_report: Callable[[SyncReport], None] | None = None,
     ) -> None:
         self.store, self.kb, self.folder, self.ingest = store, kb, Path(folder), ingest
+        self.roots = list(roots)
         self.debounce_ms = debounce_ms
         self.on_report = on_report
         self._stop = threading.Event()
@@ -125,9 +149,11 @@ class FolderWatcher:
         self.passes = 0
 
     def run_pass(self) -> SyncReport:
-        report = sync_folder(self.store, self.kb, self.folder, self.ingest)
+        report = sync_folder(self.store, self.kb, self.folder, self.ingest, roots=self.roots)
         self.passes += 1
-        if report.changed() or report.failed:
+        if report.error:
+            log.warning("kb %s: folder not followed: %s", self.kb, report.error)
+        elif report.changed() or report.failed:
             log.info(
                 "kb %s: +%d ~%d -%d failed %d",
                 self.kb,
@@ -143,10 +169,15 @@ class FolderWatcher:
     def _loop(self) -> None:
         from watchfiles import watch
 
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            real = resolve_inside(self.folder, self.roots)
+        except SourceFolderNotAllowed:
+            self._safe_pass()  # reports why, once; nothing outside is created, read or watched
+            return
+        real.mkdir(parents=True, exist_ok=True)
         self._safe_pass()
         for _changes in watch(
-            self.folder,
+            real,
             debounce=self.debounce_ms,
             stop_event=self._stop,
             rust_timeout=1000,

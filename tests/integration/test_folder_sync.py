@@ -8,9 +8,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
 from tests.conftest import ROOT, Stack
+
+SOURCES = ROOT / ".test-data" / "sources"  # the default knowledge.source_roots of the test stack
 
 BOUND_S = 60  # how long a change may take to show up in search
 
@@ -21,7 +21,7 @@ def last_json(stdout: str) -> dict[str, object]:
 
 
 def search_docs(stack: Stack, kb: str, query: str) -> dict[str, str]:
-    resp = httpx.post(
+    resp = stack.http.post(
         f"{stack.url}/v1/knowledge_bases/{kb}/search",
         json={"query": query, "mode": "fulltext", "top_k": 10},
         timeout=60,
@@ -40,10 +40,12 @@ def wait_for(check: Callable[[], bool], what: str) -> float:
 
 
 def test_folder_follows_add_modify_delete(stack: Stack) -> None:
-    folder = ROOT / ".test-data" / f"folder-{uuid.uuid4().hex[:6]}"
+    folder = SOURCES / f"folder-{uuid.uuid4().hex[:6]}"
     folder.mkdir(parents=True)
     kb = f"sync-{uuid.uuid4().hex[:6]}"
-    created = httpx.post(f"{stack.url}/v1/knowledge_bases", json={"name": kb, "source_folder": str(folder)})
+    created = stack.http.post(
+        f"{stack.url}/v1/knowledge_bases", json={"name": kb, "source_folder": str(folder)}
+    )
     assert created.status_code == 201, created.text
 
     (folder / "turbine.txt").write_text("The turbine inspection happens every spring.")
@@ -59,9 +61,11 @@ def test_folder_follows_add_modify_delete(stack: Stack) -> None:
     assert "turbine.txt" not in search_docs(stack, kb, "turbine")
 
 
-def test_cli_sync_pass_catches_up(stack: Stack, tmp_path: Path) -> None:
+def test_cli_sync_pass_catches_up(stack: Stack) -> None:
+    tmp_path = SOURCES / f"cli-{uuid.uuid4().hex[:6]}"  # a followed folder lies inside knowledge.source_roots
+    tmp_path.mkdir(parents=True)
     kb = f"cli-{uuid.uuid4().hex[:6]}"
-    assert httpx.post(f"{stack.url}/v1/knowledge_bases", json={"name": kb}).status_code == 201
+    assert stack.http.post(f"{stack.url}/v1/knowledge_bases", json={"name": kb}).status_code == 201
     (tmp_path / "a.txt").write_text("compressor manual alpha")
     (tmp_path / "b.md").write_text("# B\n\ncompressor manual beta")
     first = stack.raychat("kb", "sync", kb, str(tmp_path), timeout=300)
@@ -87,20 +91,20 @@ def test_cli_ingest_parallel_with_summary(stack: Stack, tmp_path: Path) -> None:
 
 
 def test_recreated_kb_follows_its_new_folder(stack: Stack) -> None:
-    base = ROOT / ".test-data" / f"refolder-{uuid.uuid4().hex[:6]}"
+    base = SOURCES / f"refolder-{uuid.uuid4().hex[:6]}"
     first, second = base / "first", base / "second"
     first.mkdir(parents=True)
     second.mkdir(parents=True)
     kb = f"resync-{uuid.uuid4().hex[:6]}"
     url = f"{stack.url}/v1/knowledge_bases"
-    assert httpx.post(url, json={"name": kb, "source_folder": str(first)}).status_code == 201
+    assert stack.http.post(url, json={"name": kb, "source_folder": str(first)}).status_code == 201
     (first / "old.txt").write_text("The heat exchanger note kept in the first folder.")
     wait_for(lambda: "old.txt" in search_docs(stack, kb, "exchanger"), "file in the first folder")
 
     # Delete, recreate under the same name with another folder, add a file there: a few fast calls, well
     # inside the supervisor's 2 s poll, so it never sees the name missing, only another knowledge base.
-    assert httpx.delete(f"{url}/{kb}").status_code == 200
-    assert httpx.post(url, json={"name": kb, "source_folder": str(second)}).status_code == 201
+    assert stack.http.delete(f"{url}/{kb}").status_code == 200
+    assert stack.http.post(url, json={"name": kb, "source_folder": str(second)}).status_code == 201
     (second / "new.txt").write_text("The heat exchanger note kept in the second folder.")
     wait_for(lambda: "new.txt" in search_docs(stack, kb, "exchanger"), "file in the new folder")
     assert set(search_docs(stack, kb, "exchanger")) == {"new.txt"}  # nothing of the old folder

@@ -98,3 +98,15 @@ def test_unknown_profile_refused() -> None:
 def test_missing_config_file_refused(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="does not exist"):
         load_settings(tmp_path / "absent.yaml")
+
+
+def test_source_roots_relative_to_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAYCHAT_DATA_DIR", str(tmp_path / "data"))
+    data = (tmp_path / "data").resolve()
+    assert load_settings().knowledge.source_roots == [data / "sources"]  # the default
+    monkeypatch.setenv("RAYCHAT_KNOWLEDGE__SOURCE_ROOTS", '["manuals", "/srv/docs"]')
+    s = load_settings()
+    assert s.knowledge.source_roots == [data / "manuals", Path("/srv/docs")]
+    # What the Retriever and the folder-sync actor receive: the same absolute roots.
+    assert s.app_config(model_path=tmp_path).knowledge.source_roots == s.knowledge.source_roots
+    assert s.knowledge.model_dump(mode="json")["source_roots"] == [str(data / "manuals"), "/srv/docs"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from knowledge.errors import InvalidName, KnowledgeBaseNotFound, StoreError
+from knowledge.errors import InvalidName, KnowledgeBaseNotFound, SourceFolderNotAllowed, StoreError
 from knowledge.store import ChunkRecord, KnowledgeStore
 
 DIM = 4
@@ -137,3 +137,28 @@ def test_concurrent_replace_and_query_never_mix_versions(store: KnowledgeStore) 
     assert seen
     assert all(count == n for count, _ in seen)  # never neither version, never a partial one
     assert all(len(versions) == 1 for _, versions in seen)  # never both versions at once
+
+
+def test_a_source_folder_must_be_inside_the_roots(tmp_path: Path) -> None:
+    root = tmp_path / "sources"
+    (root / "manuals").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (root / "innocent").symlink_to(tmp_path / "outside", target_is_directory=True)
+    s = KnowledgeStore(tmp_path / "kb", dim=DIM, fts_tokenizer="simple", source_roots=[root])
+    # Relative to the first root, or absolute with `..` in it: kept as the real path.
+    assert s.create_kb("rel", source_folder="manuals")["source_folder"] == str((root / "manuals").resolve())
+    kept = s.create_kb("abs", source_folder=str(root / "manuals" / ".." / "manuals"))
+    assert kept["source_folder"] == str((root / "manuals").resolve())
+    assert s.create_kb("none")["source_folder"] is None
+    for bad in ("/etc", "../outside", "innocent", str(tmp_path / "outside"), "missing"):
+        with pytest.raises(SourceFolderNotAllowed):
+            s.create_kb("refused", source_folder=bad)
+    assert [kb["name"] for kb in s.list_kbs()] == ["abs", "none", "rel"]  # nothing half-created
+    with pytest.raises(KnowledgeBaseNotFound):
+        s.get_kb("refused")
+
+
+def test_a_store_without_roots_follows_no_folder(tmp_path: Path) -> None:
+    s = KnowledgeStore(tmp_path / "kb", dim=DIM, fts_tokenizer="simple")
+    with pytest.raises(SourceFolderNotAllowed):
+        s.create_kb("docs", source_folder=str(tmp_path))
