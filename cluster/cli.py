@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from cluster.model_store import ModelStoreError
 from cluster.processes import ProcessError
@@ -27,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     join.add_argument("--name", default="worker", help="local name of this node (pid file, logs)")
     join.add_argument("--num-gpus", type=int, default=0, help="GPUs this node declares")
     join.add_argument("--num-cpus", type=int, help="logical CPUs this node offers (default: Ray counts)")
-    join.add_argument("--resources", help='extra Ray resources as JSON, e.g. \'{"llm": 2}\'')
+    join.add_argument("--resources", help="extra Ray resources as JSON, e.g. '{\"llm\": 2}'")
     leave = sub.add_parser("leave", help="stop a worker node that `join` started here")
     leave.add_argument("name", nargs="?", default="worker")
     sub.add_parser("config", help="print the effective settings as JSON")
@@ -53,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--users", type=int, help="fixed user count instead of the tier's shape")
     load.add_argument("--duration", default="30s", help="with --users: how long (Locust's -t)")
     load.add_argument("user_classes", nargs="*", help="only these Locust user classes")
+    from cluster import keys
+
+    keys.add_parser(sub)
     bench = sub.add_parser("bench", help="benchmarks: `raychat bench SUITE [...]`")
     bench.add_argument("suite", choices=BENCH_SUITES)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
@@ -93,12 +97,11 @@ def _run(args: argparse.Namespace, settings: object) -> int:
         )
     elif command == "up":
         url = local.up(settings)
-        model = settings.llm.model_id
-        print(f"\nraychat is up: {url}/v1  (OpenAI-compatible; model '{model}')\n")
-        print(
-            f"curl {url}/v1/chat/completions -H 'Content-Type: application/json' "
-            f'-d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\''
-        )
+        print_welcome(settings, url)
+    elif command == "keys":
+        from cluster import keys
+
+        return keys.command(settings, args)
     elif command == "down":
         stopped = local.down(settings)
         print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -173,6 +176,42 @@ def _run(args: argparse.Namespace, settings: object) -> int:
     elif command == "status":
         print(json.dumps(local.status(settings), indent=2, default=str))
     return 0
+
+
+def print_welcome(settings: Any, url: str) -> None:
+    """The URL, where the admin key is, and snippets that work as they are."""
+    from cluster import local
+
+    model = settings.llm.model_id
+    print(f"\nraychat is up: {url}/v1  (OpenAI-compatible; model '{model}')\n")
+    report = local.last_bootstrap
+    body = f'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+    if report is None:
+        print(
+            "WARNING: authentication is OFF (auth.enabled: false): anyone who reaches this port can do "
+            "anything. Use this only on a laptop.\n"
+        )
+        print(f"curl {url}/v1/chat/completions -H 'Content-Type: application/json' -d '{body}'")
+        return
+    if report.admin_key_created:
+        print(f"Your admin key (shown once here; kept in {report.admin_key_file}, mode 0600):\n")
+        print(f"    {report.admin_key_created}\n")
+    else:
+        print(f"The admin key is in {report.admin_key_file} (mode 0600).\n")
+    for warning in report.warnings:
+        print(f"WARNING: {warning}")
+    print(f"export OPENAI_API_KEY=$(cat {report.admin_key_file})\n")
+    print(
+        f'curl {url}/v1/chat/completions -H "Authorization: Bearer $OPENAI_API_KEY" '
+        f"-H 'Content-Type: application/json' -d '{body}'\n"
+    )
+    print(
+        'python -c "from openai import OpenAI; '
+        f"c = OpenAI(base_url='{url}/v1'); "
+        f"print(c.chat.completions.create(model='{model}', "
+        "messages=[{'role': 'user', 'content': 'Hello!'}]).choices[0].message.content)\""
+    )
+    print("\nKeys for people and services: raychat keys create --name NAME --role user --kb KB")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """`raychat loadtest` / `make loadtest TIER=1|2|3 INGRESS=nginx|traefik|direct`: the Locust suite in
 `loadtests/`, headless, against the running stack through the chosen entry point; Locust's CSV and HTML
-land in `loadtests/results/`."""
+land in `loadtests/results/`. Locust calls the API with the service key (`RAYCHAT_API_KEY`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cluster import credentials
 from cluster.settings import RaychatSettings
 
 LOADTESTS = Path(__file__).resolve().parent.parent / "loadtests"
@@ -57,6 +58,20 @@ def locust_command(
     return argv + list(user_classes or [])
 
 
+def locust_env(settings: RaychatSettings, config: Path | None = None) -> dict[str, str]:
+    """This process's environment for Locust, with the service key (none when auth is off), without a
+    tier of the caller's shell, and with `config` as the suite's config file if given."""
+    env = {**os.environ}
+    env.pop("RAYCHAT_TIER", None)
+    env.pop("RAYCHAT_API_KEY", None)
+    key = credentials.service_key(settings)
+    if key:
+        env["RAYCHAT_API_KEY"] = key
+    if config is not None:
+        env["RAYCHAT_LOADTEST_CONFIG"] = str(config)
+    return env
+
+
 def run(
     settings: RaychatSettings,
     *,
@@ -72,12 +87,9 @@ def run(
     RESULTS.mkdir(parents=True, exist_ok=True)
     default_name = f"users{users}-{ingress}" if users is not None else f"tier{tier}-{ingress}"
     prefix = RESULTS / (name or default_name)
-    env = {**os.environ}
-    env.pop("RAYCHAT_TIER", None)
+    env = locust_env(settings, config)
     if tier and users is None:
         env["RAYCHAT_TIER"] = tier
-    if config is not None:
-        env["RAYCHAT_LOADTEST_CONFIG"] = str(config)
     argv = locust_command(
         target_url(settings, ingress), prefix, users=users, duration=duration, user_classes=user_classes
     )

@@ -23,6 +23,8 @@ from deployments.config import temp_dir
 
 RAY_HEAD = "ray-head"
 _APP_RECORD = "app.json"
+# What the last `up` in this process found or made of the keys (None: auth is off); `cli` prints it.
+last_bootstrap: Any = None
 
 
 def start_ray_head(settings: RaychatSettings) -> bool:
@@ -82,6 +84,13 @@ def _config_digest(app_config: dict[str, Any]) -> str:
     ):
         code.update(path.read_bytes())
     code.update(json.dumps(app_config, sort_keys=True).encode())
+    return code.hexdigest()
+
+
+def _sync_digest(settings: RaychatSettings) -> str:
+    code = hashlib.sha256(settings.knowledge.model_dump_json().encode())
+    for path in sorted([project_root() / "cluster" / "kb.py", *(project_root() / "knowledge").rglob("*.py")]):
+        code.update(path.read_bytes())
     return code.hexdigest()
 
 
@@ -178,7 +187,7 @@ def ingress_modules(settings: RaychatSettings) -> list[Any]:
 
 
 def up(settings: RaychatSettings) -> str:
-    for sub in ("run", "logs", "models", "cache"):
+    for sub in ("run", "logs", "models", "cache", "sources"):
         (settings.data_dir / sub).mkdir(parents=True, exist_ok=True)
     temp_dir(settings.data_dir).mkdir(parents=True, exist_ok=True)
     model_path = model_store.resolve_model(
@@ -187,12 +196,23 @@ def up(settings: RaychatSettings) -> str:
     say(f"model: {model_path}")
     if redis_server.start(settings):
         say(f"valkey (Redis-compatible) started for {settings.redis.url}")
+    global last_bootstrap
+    if settings.auth.enabled:
+        from cluster import keys
+
+        last_bootstrap = keys.bootstrap(settings)  # pepper, admin key, service key: before any replica
     start_ray_head(settings)
     connect(settings)
-    deploy(settings, model_path)
+    redeployed = deploy(settings, model_path)
     from cluster.kb import start_sync_actor
 
-    start_sync_actor(settings)  # knowledge bases with a source_folder follow it from now on
+    # Knowledge bases with a source_folder follow it from now on, with the code and settings of this
+    # start: a running actor is replaced when they changed (or the app was redeployed).
+    sync_record = settings.run_dir / "kb-sync.json"
+    digest = _sync_digest(settings)
+    previous = json.loads(sync_record.read_text()).get("digest") if sync_record.exists() else None
+    start_sync_actor(settings, restart=redeployed or previous != digest)
+    sync_record.write_text(json.dumps({"digest": digest}))
     for module in ingress_modules(settings):
         if module.start(settings):
             say(f"{module.NAME} started")
@@ -218,6 +238,7 @@ def down(settings: RaychatSettings) -> list[str]:
     if redis_server.stop(settings):
         stopped.append(redis_server.NAME)
     (settings.run_dir / _APP_RECORD).unlink(missing_ok=True)
+    (settings.run_dir / "kb-sync.json").unlink(missing_ok=True)
     return stopped
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 from deployments.config import (
     AppConfig,
+    AuthSettings,
     CacheSettings,
     GatewaySettings,
     LLMSettings,
@@ -117,11 +118,22 @@ class RaychatSettings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _source_roots_absolute(self) -> RaychatSettings:
+        """Relative `knowledge.source_roots` are relative to the data dir: made absolute here, so the
+        Retriever, the folder-sync actor and the CLI all get the same roots wherever they run."""
+        roots = [root.expanduser() for root in self.knowledge.source_roots]
+        roots = [root if root.is_absolute() else self.data_dir / root for root in roots]
+        # A copy: a KnowledgeSettings handed in by the caller is not changed under its feet.
+        self.knowledge = self.knowledge.model_copy(update={"source_roots": roots})
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -146,6 +158,10 @@ class RaychatSettings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.data_dir / "secrets"
 
     @property
     def ray_address(self) -> str:
@@ -173,6 +189,7 @@ class RaychatSettings(BaseSettings):
             cache=self.cache,
             metrics=self.metrics,
             placement=self.placement,
+            auth=self.auth,
             model_path=model_path,
             data_dir=self.data_dir,
         )

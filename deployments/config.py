@@ -168,6 +168,80 @@ class MetricsSettings(Section):
     replica_stale_s: float = Field(15, gt=0, description="a silent replica's gauges stop counting")
 
 
+Role = Literal["admin", "editor", "user"]
+ROLES: tuple[Role, ...] = ("admin", "editor", "user")
+
+
+class Limits(Section):
+    """A caller's quota; None: no limit of that kind."""
+
+    rpm: int | None = Field(None, ge=1, description="requests per minute")
+    tpm: int | None = Field(None, ge=1, description="tokens per minute, prompt plus completion")
+    daily_tokens: int | None = Field(None, ge=1, description="tokens per UTC day")
+
+    def merged_over(self, defaults: Limits) -> Limits:
+        """These limits, with `defaults` where none is set."""
+        return Limits(
+            rpm=self.rpm if self.rpm is not None else defaults.rpm,
+            tpm=self.tpm if self.tpm is not None else defaults.tpm,
+            daily_tokens=self.daily_tokens if self.daily_tokens is not None else defaults.daily_tokens,
+        )
+
+
+class JWTSettings(Section):
+    """Sign-on with the organisation's identity provider (OIDC): its JWTs are accepted as credentials."""
+
+    enabled: bool = False
+    jwks_file: Path | None = Field(None, description="the provider's JWKS as a file")
+    jwks_url: str | None = Field(None, pattern=r"^https?://", description="or fetched from this URL")
+    refresh_s: float = Field(300, gt=0, description="the JWKS is read again this often")
+    issuer: str | None = Field(None, description="required `iss`")
+    audience: str | None = Field(None, description="required `aud`")
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
+    leeway_s: float = Field(30, ge=0, description="clock skew allowed on exp and nbf")
+    subject_claim: str = "sub"
+    roles_claim: str = Field("groups", description="claim holding the caller's groups or roles")
+    role_map: dict[str, Role] = Field(
+        default_factory=dict, description="group -> role, e.g. {raychat-admins: admin}; the highest wins"
+    )
+    default_role: Role | None = Field(None, description="role of a token with no mapped group; None: 403")
+    grants_claim: str = Field(
+        "raychat_kbs", description="claim listing the knowledge bases granted ('*': all)"
+    )
+    limits: Limits = Field(
+        default_factory=Limits, description="per subject; unset values: auth.default_limits"
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> JWTSettings:
+        if self.enabled:
+            if (self.jwks_file is None) == (self.jwks_url is None):
+                raise ValueError("set exactly one of jwks_file and jwks_url")
+            if not self.issuer or not self.audience:
+                raise ValueError("issuer and audience are required when jwt is enabled")
+        return self
+
+
+class AuthSettings(Section):
+    """Who may call the API: API keys kept in Redis, JWTs of the organisation, quotas."""
+
+    enabled: bool = Field(True, description="false only on a laptop: every caller is an admin")
+    key_cache_s: float = Field(
+        2, gt=0, le=5, description="a replica re-reads a verified key this often (revocation delay)"
+    )
+    outage_grace_s: float = Field(
+        300, ge=0, description="while Redis is down, keys verified this recently keep working"
+    )
+    default_limits: Limits = Field(
+        default_factory=lambda: Limits(rpm=600, tpm=200_000), description="for keys that set none"
+    )
+    failed_attempts_free: int = Field(
+        10, ge=1, description="failed credentials per client address per minute before each is slowed"
+    )
+    failure_delay_s: float = Field(1.0, ge=0, description="wait before answering a slowed failure")
+    jwt: JWTSettings = Field(default_factory=JWTSettings)
+
+
 class AppConfig(Section):
     """Everything `build_app` needs, handed over by the cluster layer."""
 
@@ -179,12 +253,21 @@ class AppConfig(Section):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     model_path: Path = Field(description="resolved local model directory vLLM loads")
     data_dir: Path
 
     @property
     def audit_path(self) -> Path:
         return self.data_dir / "logs" / "audit.jsonl"
+
+    @property
+    def security_log_path(self) -> Path:
+        return self.data_dir / "logs" / "security.jsonl"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.data_dir / "secrets"
 
     @property
     def store_dir(self) -> Path:

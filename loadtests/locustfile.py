@@ -7,7 +7,8 @@ embeddings and knowledge-base search, mixed by the weights in config.yaml.
 
 A 503 from backpressure (the LLM queue is full; the answer carries Retry-After) is a failure named
 "... [503 backpressure]", so it is counted apart from other failures rather than hidden.
-RAYCHAT_LOADTEST_CONFIG points at another config file.
+RAYCHAT_LOADTEST_CONFIG points at another config file. RAYCHAT_API_KEY, when set, is sent as a bearer token
+on every request (`raychat loadtest` sets it to the service key).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ CONFIG = load_config(
 MODEL = CONFIG["model"]
 KB = CONFIG["knowledge_base"]
 USERS = CONFIG["users"]
+API_KEY = os.environ.get("RAYCHAT_API_KEY")
+AUTH = {"Authorization": f"Bearer {API_KEY}"} if API_KEY else {}
 
 if os.environ.get("RAYCHAT_TIER"):
     # Exactly one shape in this module's namespace: the tier asked for.
@@ -46,7 +49,7 @@ def _prepare_knowledge_base(environment: Any, **_: Any) -> None:
     import httpx
 
     host = environment.host
-    with httpx.Client(base_url=host, timeout=120) as client:
+    with httpx.Client(base_url=host, headers=AUTH, timeout=120) as client:
         client.post("/v1/knowledge_bases", json={"name": KB, "description": "Locust fixture"})
         listed = client.get(f"/v1/knowledge_bases/{KB}/documents").json().get("data", [])
         if not listed:
@@ -88,7 +91,17 @@ def _between() -> Any:
     return between(low, high)
 
 
-class StreamedChatUser(HttpUser):
+class RaychatUser(HttpUser):
+    """Every user's session sends the credential (RAYCHAT_API_KEY) with each request."""
+
+    abstract = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.client.headers.update(AUTH)
+
+
+class StreamedChatUser(RaychatUser):
     weight = USERS["streamed_chat"]["weight"]
     wait_time = _between()
 
@@ -127,7 +140,7 @@ class StreamedChatUser(HttpUser):
             _fire("STREAM", "chat stream: whole answer", ended - began)
 
 
-class KnowledgeChatUser(HttpUser):
+class KnowledgeChatUser(RaychatUser):
     weight = USERS["knowledge_chat"]["weight"]
     wait_time = _between()
 
@@ -147,7 +160,7 @@ class KnowledgeChatUser(HttpUser):
                 response.failure(f"status {response.status_code}")
 
 
-class CachedChatUser(HttpUser):
+class CachedChatUser(RaychatUser):
     """Deterministic questions the question cache answers: load on the proxies and the serving path."""
 
     weight = USERS["cached_chat"]["weight"]
@@ -167,7 +180,7 @@ class CachedChatUser(HttpUser):
                 response.failure(f"status {response.status_code}")
 
 
-class EmbeddingsUser(HttpUser):
+class EmbeddingsUser(RaychatUser):
     weight = USERS["embeddings"]["weight"]
     wait_time = _between()
 
@@ -181,7 +194,7 @@ class EmbeddingsUser(HttpUser):
                 response.failure(f"status {response.status_code}")
 
 
-class KnowledgeSearchUser(HttpUser):
+class KnowledgeSearchUser(RaychatUser):
     weight = USERS["kb_search"]["weight"]
     wait_time = _between()
 

@@ -10,14 +10,20 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
+from tests import jwt_keys
+
 ROOT = Path(__file__).resolve().parent.parent
+JWT_DIR = ROOT / ".test-data" / "jwt"
 
 TEST_ENV = {
     "RAYCHAT_DATA_DIR": str(ROOT / ".test-data"),
@@ -43,6 +49,22 @@ TEST_ENV = {
     "RAYCHAT_LLM__MAX_QUEUED_REQUESTS": "16",
     # Compaction every few seconds, so a test can see a deleted document's rows go for good.
     "RAYCHAT_KNOWLEDGE__COMPACT_INTERVAL_S": "3",
+    # Quotas far above what the suite and the fuzzer send (much more than a person would); the limit tests
+    # make keys with small limits of their own.
+    "RAYCHAT_AUTH__DEFAULT_LIMITS__RPM": "1000000",
+    "RAYCHAT_AUTH__DEFAULT_LIMITS__TPM": "1000000000",
+    # The brute-force guard: the refusal matrix sends about 150 bad credentials from 127.0.0.1 (those past
+    # the free count wait 0.2 s each); the guard's own test spoofs another address straight at Serve.
+    "RAYCHAT_AUTH__FAILED_ATTEMPTS_FREE": "60",
+    "RAYCHAT_AUTH__FAILURE_DELAY_S": "0.2",
+    # Organisation sign-on against a stand-in identity provider (tests/jwt_keys.py), whose JWKS file the
+    # `stack` fixture writes before `up`.
+    "RAYCHAT_AUTH__JWT__ENABLED": "true",
+    "RAYCHAT_AUTH__JWT__JWKS_FILE": str(JWT_DIR / "jwks.json"),
+    "RAYCHAT_AUTH__JWT__ISSUER": jwt_keys.ISSUER,
+    "RAYCHAT_AUTH__JWT__AUDIENCE": jwt_keys.AUDIENCE,
+    "RAYCHAT_AUTH__JWT__ROLE_MAP": '{"raychat-admins": "admin", "raychat-editors": "editor", '
+    '"raychat-users": "user"}',
     "HF_HUB_OFFLINE": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -56,9 +78,33 @@ class Stack:
     traefik_url: str
     env: dict[str, str]
     up_output: str
+    admin_key: str  # <data_dir>/secrets/admin.key, written by `raychat up`
+    service_key: str  # <data_dir>/secrets/service.key (role admin too: raychat's own tools)
+    jwt: jwt_keys.Issuer | None = None  # signs tokens the stack accepts (organisation sign-on)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The admin key as a bearer token: what every test sends unless it checks a refusal."""
+        return {"Authorization": f"Bearer {self.admin_key}"}
+
+    @cached_property
+    def http(self) -> httpx.Client:
+        """A client that sends the admin key; `stack.http.get(url)` as `httpx.get(url)`. Closed by `stack`."""
+        return httpx.Client(headers=self.headers, timeout=120)
+
+    @cached_property
+    def anonymous(self) -> httpx.Client:
+        """A client without credentials, for the tests of refusals. Closed by `stack`."""
+        return httpx.Client(timeout=120)
 
     def openai_client(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="unused", max_retries=0, timeout=120)
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.admin_key, max_retries=0, timeout=120)
+
+    def close(self) -> None:
+        for name in ("http", "anonymous"):
+            client = self.__dict__.pop(name, None)
+            if client is not None:
+                client.close()
 
     def raychat(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         return run_raychat(self.env, *args, timeout=timeout)
@@ -83,13 +129,22 @@ def start_stack(env: dict[str, str]) -> Stack:
         )
     match = re.search(r"raychat is up: (http://\S+)/v1", result.stdout)
     assert match, result.stdout
+    secrets = Path(env["RAYCHAT_DATA_DIR"]) / "secrets"
     return Stack(
         url=match.group(1),
         serve_url=f"http://127.0.0.1:{TEST_ENV['RAYCHAT_SERVE__PORT']}",
         traefik_url=f"http://127.0.0.1:{TEST_ENV['RAYCHAT_INGRESS__TRAEFIK_PORT']}",
         env=env,
         up_output=result.stdout,
+        admin_key=read_key(secrets / "admin.key"),
+        service_key=read_key(secrets / "service.key"),
     )
+
+
+def read_key(path: Path) -> str:
+    key = path.read_text().strip() if path.is_file() else ""
+    assert key, f"`raychat up` succeeded but wrote no key to {path}"
+    return key
 
 
 @pytest.fixture(scope="session")
@@ -100,10 +155,20 @@ def stack() -> Iterator[Stack]:
     keep = os.environ.get("RAYCHAT_TEST_KEEP_STACK") == "1"
     if not keep:
         run_raychat(env, "down", timeout=120)  # leftovers of an interrupted run
+    # A key id of its own per session: a kept stack's gateway sees an unknown kid and reloads the JWKS.
+    issuer = jwt_keys.make_issuer(JWT_DIR, kid=f"test-{uuid.uuid4().hex[:8]}")
     started = start_stack(env)
+    started.jwt = issuer
     yield started
+    started.close()
     if not keep:
         run_raychat(env, "down", timeout=120)
+
+
+@pytest.fixture(scope="session")
+def jwt_issuer(stack: Stack) -> jwt_keys.Issuer:
+    assert stack.jwt is not None
+    return stack.jwt
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from cluster import credentials
 from cluster.bench.stack import running_stack
 from cluster.settings import RaychatSettings, load_settings
 
@@ -95,11 +96,13 @@ def engine_up_rates(small: dict[str, Any], full: dict[str, Any]) -> dict[str, fl
     }
 
 
-def run_online(url: str, model: str, rows: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
+def run_online(
+    url: str, model: str, rows: list[dict[str, Any]], concurrency: int, headers: dict[str, str]
+) -> dict[str, Any]:
     async def go() -> tuple[float, int, int]:
         sem = asyncio.Semaphore(concurrency)
         tokens = answered = 0
-        async with httpx.AsyncClient(timeout=600) as client:
+        async with httpx.AsyncClient(headers=headers, timeout=600) as client:
 
             async def one(row: dict[str, Any]) -> None:
                 nonlocal tokens, answered
@@ -196,7 +199,9 @@ def main(argv: list[str] | None = None, settings: RaychatSettings | None = None)
         batch["warmup"] = small
         log(f"  {batch}")
         log("online API")
-        online = run_online(url, settings.llm.model_id, rows, args.concurrency)
+        online = run_online(
+            url, settings.llm.model_id, rows, args.concurrency, credentials.auth_headers(settings)
+        )
         log(f"  {online}")
     results = {
         "date": time.strftime("%Y-%m-%d %H:%M"),

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from cluster import credentials
 from cluster.bench.stack import running_stack
 from cluster.settings import RaychatSettings, load_settings
 
@@ -40,7 +41,14 @@ def timed_chat(client: httpx.Client, url: str, body: dict[str, Any]) -> tuple[fl
     return elapsed, resp.headers.get("x-cache", "?")
 
 
-def run(base_url: str, model: str, questions: int, repeats: int, max_tokens: int) -> dict[str, Any]:
+def run(
+    base_url: str,
+    model: str,
+    questions: int,
+    repeats: int,
+    max_tokens: int,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     url = f"{base_url}/v1/chat/completions"
     tag = uuid.uuid4().hex[:8]  # fresh questions: the first ask of each is a real miss
     bodies = [
@@ -56,7 +64,7 @@ def run(base_url: str, model: str, questions: int, repeats: int, max_tokens: int
     cached: list[float] = []
     floor: list[float] = []
     wrong = 0
-    with httpx.Client(timeout=300) as client:
+    with httpx.Client(headers=headers or {}, timeout=300) as client:
         # The serving path's own floor: a GET that reaches the gateway and does nothing.
         for _ in range(questions * repeats):
             began = time.perf_counter()
@@ -146,7 +154,14 @@ def main(argv: list[str] | None = None, settings: RaychatSettings | None = None)
     args = parser.parse_args(argv)
     settings = settings or load_settings()
     with running_stack(settings) as url:
-        results = run(url, settings.llm.model_id, args.questions, args.repeats, args.max_tokens)
+        results = run(
+            url,
+            settings.llm.model_id,
+            args.questions,
+            args.repeats,
+            args.max_tokens,
+            credentials.auth_headers(settings),
+        )
     results.update(date=time.strftime("%Y-%m-%d %H:%M"), cpus=os.cpu_count(), url=url)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cache.json").write_text(json.dumps(results, indent=2))

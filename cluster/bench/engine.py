@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster import model_store, processes
+from cluster import credentials, model_store, processes
 from cluster.bench.load import PROMPTS, LevelResult, run_level
 from cluster.bench.report import write_report
 from cluster.bench.stack import running_stack
@@ -28,13 +28,19 @@ def log(message: str) -> None:
     print(f"[bench-engine] {message}", flush=True)
 
 
-def run_levels(name: str, base_url: str, model: str, args: argparse.Namespace) -> list[LevelResult]:
+def run_levels(
+    name: str,
+    base_url: str,
+    model: str,
+    args: argparse.Namespace,
+    headers: dict[str, str] | None = None,
+) -> list[LevelResult]:
     log(f"{name}: warm-up")
-    asyncio.run(run_level(base_url, model, 2, 2, 16))
+    asyncio.run(run_level(base_url, model, 2, 2, 16, headers))
     results = []
     for concurrency in args.levels:
         requests = max(args.min_requests, concurrency * args.rounds)
-        result = asyncio.run(run_level(base_url, model, concurrency, requests, args.max_tokens))
+        result = asyncio.run(run_level(base_url, model, concurrency, requests, args.max_tokens, headers))
         log(
             f"{name}: {concurrency:>3} streams  {result.tok_per_s:7.1f} tok/s  "
             f"TTFT p50 {result.ttft_pct(50) * 1000:7.1f} ms  errors {result.errors}"
@@ -85,7 +91,7 @@ def bench_plain_vllm(
 def bench_stack(settings: RaychatSettings, args: argparse.Namespace) -> list[LevelResult]:
     log("(b) bringing up the raychat stack (one LLM replica, nginx in front)")
     with running_stack(settings) as url:
-        return run_levels("raychat", url, settings.llm.model_id, args)
+        return run_levels("raychat", url, settings.llm.model_id, args, credentials.auth_headers(settings))
 
 
 def bench_hf_generate(

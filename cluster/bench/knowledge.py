@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from cluster import credentials
 from cluster.bench.stack import running_stack
 from cluster.settings import RaychatSettings, load_settings
 from knowledge.config import SEARCH_MODES, KnowledgeSettings
@@ -116,7 +117,7 @@ def bench_embeddings(
 
     async def via_api() -> float:
         sem = asyncio.Semaphore(concurrency)
-        async with httpx.AsyncClient(timeout=300) as client:
+        async with httpx.AsyncClient(headers=credentials.auth_headers(settings), timeout=300) as client:
 
             async def one(chunk: list[str]) -> None:
                 async with sem:

@@ -87,8 +87,14 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict[str, object]) -> 
 
 
 async def run_level(
-    base_url: str, model: str, concurrency: int, requests: int, max_tokens: int
+    base_url: str,
+    model: str,
+    concurrency: int,
+    requests: int,
+    max_tokens: int,
+    headers: dict[str, str] | None = None,
 ) -> LevelResult:
+    """`headers`: the credential the server wants (raychat's service key; none for plain vLLM)."""
     url = f"{base_url}/v1/chat/completions"
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
     result = LevelResult(concurrency=concurrency, requests=requests, output_tokens=0, wall_s=0.0)
@@ -96,7 +102,7 @@ async def run_level(
     for i in range(requests):
         queue.put_nowait(i)
 
-    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+    async with httpx.AsyncClient(headers=headers or {}, timeout=600, limits=limits) as client:
 
         async def stream_worker() -> None:
             while True:

@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 import yaml
 
-from cluster import loadtest, local, nodes, processes
+from cluster import credentials, loadtest, local, nodes, processes
 from cluster.bench.multinode_report import render
 from cluster.settings import RaychatSettings, load_settings
 from cluster.waiting import WaitTimeout, wait_until
@@ -163,8 +163,11 @@ def head_node_id() -> str:
 class ChatClients:
     """Threads that send non-streamed chat requests through the ingress and record every outcome."""
 
-    def __init__(self, url: str, model: str, threads: int, pause_s: float) -> None:
+    def __init__(
+        self, url: str, model: str, threads: int, pause_s: float, headers: dict[str, str] | None = None
+    ) -> None:
         self.url, self.model, self.pause_s = f"{url}/v1/chat/completions", model, pause_s
+        self.headers = headers or {}
         self.outcomes: list[tuple[float, int | str]] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
@@ -177,7 +180,7 @@ class ChatClients:
             "temperature": 0.7,
             "cache": False,
         }
-        with httpx.Client(timeout=120) as client:
+        with httpx.Client(headers=self.headers, timeout=120) as client:
             while not self._stop.is_set():
                 sent = time.monotonic()
                 try:
@@ -208,9 +211,9 @@ class ChatClients:
         }
 
 
-def retries_counted(url: str) -> float:
+def retries_counted(url: str, headers: dict[str, str]) -> float:
     """`raychat_llm_replica_retries_total` from the service's /metrics (requests re-sent after a loss)."""
-    text = httpx.get(f"{url}/metrics", timeout=30).text
+    text = httpx.get(f"{url}/metrics", headers=headers, timeout=30).text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
@@ -261,8 +264,9 @@ def step_node_loss(
     # (ray-project/ray#65983); separate machines do not share the cores like that.
     join_with_retries(settings, REPLACEMENT, num_gpus=2)
     timeline.mark(f"{REPLACEMENT} joined (spare)")
-    retries_before = retries_counted(url)
-    with ChatClients(url, settings.llm.model_id, args.clients, args.pause_s) as clients:
+    auth = credentials.auth_headers(settings)
+    retries_before = retries_counted(url, auth)
+    with ChatClients(url, settings.llm.model_id, args.clients, args.pause_s, auth) as clients:
         time.sleep(5)  # traffic on both replicas before the loss
         killed_at = time.monotonic()
         killed = processes.kill_now(settings.run_dir, nodes.service_name(FIRST_WORKER))
@@ -283,7 +287,7 @@ def step_node_loss(
         "recovered_after_s": round(t_back - t_kill, 1),
         "clients": args.clients,
         **clients.summary(since=killed_at),
-        "replica_retries": retries_counted(url) - retries_before,
+        "replica_retries": retries_counted(url, auth) - retries_before,
         "llm_replicas_per_node": placement,
         "lost_node_id": lost,
         "replacement_has_llm_replica": any(node not in (head, lost) for node in placement),
@@ -313,8 +317,7 @@ def step_scale(
         duration=f"{int(args.step_timeout) + 60}s",
         user_classes=["StreamedChatUser"],
     )
-    env = {**os.environ, "RAYCHAT_LOADTEST_CONFIG": str(locust_config(work, args.max_tokens))}
-    env.pop("RAYCHAT_TIER", None)
+    env = loadtest.locust_env(settings, locust_config(work, args.max_tokens))
     with (work / "locust-multinode.log").open("w") as out:
         locust = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:

@@ -94,6 +94,9 @@ http {{
             proxy_set_header Host $host;
             proxy_set_header X-Request-ID $request_id;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            # The client's address as nginx saw it, replacing any the client sent: the gateway's
+            # brute-force guard counts failed credentials per address.
+            proxy_set_header X-Real-IP $remote_addr;
             # SSE: hand every token to the client as it arrives.
             proxy_buffering off;
             proxy_cache off;

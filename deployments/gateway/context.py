@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from fastapi import Request
 
+from deployments.gateway.auth.identity import Identity, anonymous_admin
 from deployments.gateway.protocol import ChatRequest, CompletionRequest
 from deployments.gateway.sse import Event
 
@@ -24,13 +25,16 @@ GenerationRequest = ChatRequest | CompletionRequest
 
 @dataclass(frozen=True)
 class Caller:
-    """Who asks. Today the bearer token or a declared user id; the identity issue makes it a verified key."""
+    """Who asks: the identity the Authenticate middleware verified (a key or a JWT subject)."""
 
-    key: str | None = None
+    identity: Identity = field(default_factory=anonymous_admin)
     header_user: str | None = None
 
     def audit_user(self, declared: str | None) -> str | None:
-        return self.key or declared or self.header_user
+        """The key id or JWT subject (hashed when written); a declared user only when auth is off."""
+        if self.identity.kind != "anonymous":
+            return self.identity.subject
+        return declared or self.header_user
 
 
 @dataclass
@@ -38,6 +42,7 @@ class Turn:
     """The conversation side of one request: its session and its question-cache entry."""
 
     session_id: str | None = None
+    owner: str = ""  # the hashed identity the session belongs to
     own_messages: list[dict[str, Any]] = field(default_factory=list)
     history_messages: int = 0
     cache_key: str | None = None

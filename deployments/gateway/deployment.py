@@ -20,12 +20,20 @@ from deployments.config import AppConfig
 from deployments.gateway import middleware, services
 from deployments.gateway.answer_cache import QuestionCache
 from deployments.gateway.audit import AuditLog
+from deployments.gateway.auth.authenticator import Authenticator
+from deployments.gateway.auth.guard import FailureGuard
+from deployments.gateway.auth.keys import KeyStore
+from deployments.gateway.auth.middleware import Access, Authenticate
+from deployments.gateway.auth.quotas import Quotas
+from deployments.gateway.auth.secrets import read_pepper
+from deployments.gateway.auth.security_log import SecurityLog
 from deployments.gateway.errors import install_error_handlers
 from deployments.gateway.pipeline import Pipeline
 from deployments.gateway.redis_state import RedisState
-from deployments.gateway.routes import BODY_MODELS, generation, health, knowledge, sessions
+from deployments.gateway.routes import BODY_MODELS, admin, generation, health, knowledge, sessions
 from deployments.gateway.services import Services
 from deployments.gateway.sessions import SessionStore, TokenCounter
+from deployments.gateway.stages.authorize import Authorize
 from deployments.gateway.stages.conversation import Conversation
 from deployments.gateway.stages.generation import Generation
 from deployments.gateway.stages.identify import Identify
@@ -40,10 +48,11 @@ log.addFilter(middleware.TraceIdFilter())
 
 app = FastAPI(title="raychat", version="1", docs_url=None, redoc_url=None)
 install_error_handlers(app)
-for module in (health, generation, sessions, knowledge):
+for module in (health, generation, sessions, knowledge, admin):
     app.include_router(module.router)
 # The last added runs first: every request gets its trace id and audit line, then a path with control
-# characters is refused before routing.
+# characters is refused, then the caller is authenticated and counted against its quota, then routing.
+app.add_middleware(Authenticate, access=lambda: getattr(services.current(), "access", None))
 app.add_middleware(middleware.RefuseControlCharacters)
 app.add_middleware(
     middleware.TraceAndAudit,
@@ -67,6 +76,29 @@ def openapi() -> dict[str, Any]:
 app.openapi = openapi  # type: ignore[method-assign]
 
 
+def build_access(config: AppConfig, redis: RedisState) -> tuple[Access, KeyStore]:
+    """Keys, JWTs, quotas, the brute-force guard and the security log of one replica."""
+    auth, gw = config.auth, config.gateway
+    # With auth off there may be no pepper yet; no key is verified then.
+    pepper = read_pepper(config.secrets_dir) if auth.enabled else b"auth-disabled"
+    keys = KeyStore(redis, pepper)
+    verifier = None
+    if auth.enabled and auth.jwt.enabled:
+        from deployments.gateway.auth.jwt_tokens import JWTVerifier
+
+        verifier = JWTVerifier(auth.jwt, auth.default_limits)
+    access = Access(
+        settings=auth,
+        authenticator=Authenticator(auth, keys, verifier),
+        quotas=Quotas(redis),
+        guard=FailureGuard(redis, auth.failed_attempts_free, auth.failure_delay_s),
+        security=SecurityLog(
+            config.security_log_path, max_bytes=gw.audit_max_bytes, backups=gw.audit_backups
+        ),
+    )
+    return access, keys
+
+
 def build_services(
     config: AppConfig,
     llm: DeploymentHandle,
@@ -80,6 +112,7 @@ def build_services(
     audit = AuditLog(config.audit_path, max_bytes=gw.audit_max_bytes, backups=gw.audit_backups)
     metrics = MetricsRecorder(metrics_handle, config.metrics, replica)
     redis = RedisState(config.redis)
+    access, keys = build_access(config, redis)
     store = SessionStore(redis, config.sessions)
     conversation = Conversation(
         store,
@@ -93,18 +126,21 @@ def build_services(
     stages = {
         "identify": Identify(),
         "parse": Parse(model_id, gw.max_body_bytes),
+        "authorize": Authorize(),
         "conversation": conversation,
         "retrieval": Retrieval(knowledge_api),
         "generation": Generation(llm, metrics, model_id, gw.replica_failure_retries),
     }
-    pipeline = Pipeline(stages, Record(conversation, metrics, audit, model_id, replica))
-    return Services(config, llm, knowledge_api, store, metrics, pipeline, audit, created=int(time.time()))
+    pipeline = Pipeline(stages, Record(conversation, metrics, audit, model_id, replica, access.quotas))
+    return Services(
+        config, llm, knowledge_api, store, metrics, pipeline, audit, access, keys, created=int(time.time())
+    )
 
 
 @serve.deployment(name="Gateway")
 @serve.ingress(app)
 class Gateway:
-    def __init__(
+    async def __init__(
         self,
         llm: DeploymentHandle,
         embedding: DeploymentHandle,
@@ -113,6 +149,8 @@ class Gateway:
         config: dict[str, Any],
     ) -> None:
         replica = serve.get_replica_context().replica_tag
-        services.install(
-            build_services(AppConfig.model_validate(config), llm, embedding, retriever, metrics, replica)
-        )
+        built = build_services(AppConfig.model_validate(config), llm, embedding, retriever, metrics, replica)
+        verifier = built.access.authenticator.jwt
+        if verifier is not None:
+            await verifier.start()  # type: ignore[attr-defined]  # the JWKS is loaded before traffic
+        services.install(built)

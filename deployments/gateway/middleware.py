@@ -21,13 +21,17 @@ class TraceIdFilter(logging.Filter):
         return True
 
 
-def user_of(headers: Any, body: dict[str, Any] | None = None) -> str | None:
-    """The caller's key id (bearer token) or declared user; hashed before it is written anywhere."""
-    auth = headers.get("authorization") or ""
-    if auth.lower().startswith("bearer ") and auth[7:].strip():
-        return auth[7:].strip()
-    if body and isinstance(body.get("user"), str):
-        return body["user"]
+def user_of(state: dict[str, Any], headers: Any) -> str | None:
+    """The verified key id or JWT subject (hashed before it is written anywhere); never the credential.
+    Only with auth off (anonymous) a declared user stands in. A refused request has no user."""
+    identity = state.get("identity")
+    if identity is None:
+        return None
+    if identity.kind != "anonymous":
+        return str(identity.subject)
+    body = state.get("body")
+    if isinstance(body, dict) and isinstance(body.get("user"), str):
+        return str(body["user"])
     return headers.get("x-user-id")
 
 
@@ -73,7 +77,7 @@ class TraceAndAudit:
             if done and audit is not None and not state.get("audited") and scope["path"].startswith("/v1/"):
                 audit.record(
                     trace_id=trace_id,
-                    user=user_of(_Headers(scope), state.get("body")),
+                    user=user_of(state, _Headers(scope)),
                     endpoint=scope["path"],
                     model=None,
                     tokens=0,

@@ -1,6 +1,7 @@
 """The generation request path, in order. Read this file to follow a chat request through the code.
 
-    identify -> parse -> conversation (session, question cache) -> retrieval -> generation -> record
+    identify -> parse -> authorize -> conversation (session, question cache) -> retrieval -> generation
+    -> record
 
 Each stage is one module under `stages/`, called with the request's context; it reads the typed
 request and fills in its own part. A stage that answers (a question-cache hit) ends the walk early, and
@@ -22,7 +23,7 @@ class Stage(Protocol):
     async def __call__(self, ctx: RequestContext) -> None: ...
 
 
-STAGE_ORDER = ("identify", "parse", "conversation", "retrieval", "generation")
+STAGE_ORDER = ("identify", "parse", "authorize", "conversation", "retrieval", "generation")
 
 
 class Pipeline:

@@ -15,6 +15,8 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.config import AppConfig
 from deployments.gateway.audit import AuditLog
+from deployments.gateway.auth.keys import KeyStore
+from deployments.gateway.auth.middleware import Access
 from deployments.gateway.pipeline import Pipeline
 from deployments.gateway.protocol import APIError
 from deployments.gateway.sessions import SessionStore
@@ -31,6 +33,8 @@ class Services:
     metrics: MetricsRecorder
     pipeline: Pipeline
     audit: AuditLog
+    access: Access
+    keys: KeyStore
     created: int  # the model card's `created`
 
     @property

@@ -5,6 +5,9 @@ MULTI/EXEC transaction. A replica's LRU entry remembers the version it was read 
 replica reads the version (one small GET) and refetches when another replica has moved the session on,
 so the LRU saves the list transfer, never correctness. Deleting a session empties its list and still
 bumps the version (never resets it), so an old LRU entry can never match a restarted session.
+
+Every session belongs to the identity that created it: its keys carry the owner's hashed identity, so
+another identity asking for the same `session_id` finds nothing (404) and starts a conversation of its own.
 """
 
 from __future__ import annotations
@@ -34,8 +37,11 @@ class SessionStore:
         self.lru_hits = 0
         self.lru_misses = 0
 
-    def _keys(self, session_id: str) -> tuple[str, str]:
-        return self.redis.key("session", session_id, "messages"), self.redis.key("session", session_id, "v")
+    def _keys(self, owner: str, session_id: str) -> tuple[str, str]:
+        return (
+            self.redis.key("session", owner, session_id, "messages"),
+            self.redis.key("session", owner, session_id, "v"),
+        )
 
     def _remember(self, session_id: str, version: int, messages: list[Message]) -> None:
         if self.settings.lru_size == 0:
@@ -45,18 +51,19 @@ class SessionStore:
         while len(self._lru) > self.settings.lru_size:
             self._lru.popitem(last=False)
 
-    async def load(self, session_id: str) -> list[Message]:
+    async def load(self, owner: str, session_id: str) -> list[Message]:
         """The session's messages (oldest first); [] for a new session."""
-        messages_key, version_key = self._keys(session_id)
+        messages_key, version_key = self._keys(owner, session_id)
+        lru_key = f"{owner}:{session_id}"
         raw_version = await self.redis.run(lambda c: c.get(version_key))
         if raw_version is None:  # new (or expired): version 0, so our own first append extends it
-            self._remember(session_id, 0, [])
+            self._remember(lru_key, 0, [])
             return []
-        cached = self._lru.get(session_id)
+        cached = self._lru.get(lru_key)
         # An entry not validated for a whole TTL may belong to a session that expired meanwhile.
         if cached and cached[0] == int(raw_version) and self._clock() - cached[1] < self.settings.ttl_s:
             self.lru_hits += 1
-            self._remember(session_id, cached[0], cached[2])
+            self._remember(lru_key, cached[0], cached[2])
             return list(cached[2])
         self.lru_misses += 1
 
@@ -69,14 +76,15 @@ class SessionStore:
         version, items = await self.redis.run(read)
         messages = [json.loads(item) for item in items]
         if version is not None:
-            self._remember(session_id, int(version), messages)
+            self._remember(lru_key, int(version), messages)
         return list(messages)
 
-    async def append(self, session_id: str, messages: list[Message]) -> int:
+    async def append(self, owner: str, session_id: str, messages: list[Message]) -> int:
         """Adds one turn's messages; returns the session's new version."""
         if not messages:
             return 0
-        messages_key, version_key = self._keys(session_id)
+        messages_key, version_key = self._keys(owner, session_id)
+        lru_key = f"{owner}:{session_id}"
         ttl, keep = self.settings.ttl_s, self.settings.max_stored_messages
         encoded = [json.dumps(m, ensure_ascii=False) for m in messages]
 
@@ -90,21 +98,21 @@ class SessionStore:
                 return await pipe.execute()
 
         version = int((await self.redis.run(write))[2])
-        cached = self._lru.get(session_id)
+        cached = self._lru.get(lru_key)
         if cached and cached[0] == version - 1:  # nobody else wrote in between: extend in place
-            self._remember(session_id, version, (cached[2] + messages)[-keep:])
+            self._remember(lru_key, version, (cached[2] + messages)[-keep:])
         else:
-            self._lru.pop(session_id, None)
+            self._lru.pop(lru_key, None)
         return version
 
-    async def messages(self, session_id: str) -> list[Message] | None:
+    async def messages(self, owner: str, session_id: str) -> list[Message] | None:
         """What `GET /v1/sessions/{id}` shows, read from Redis itself; None when there is no session."""
-        messages_key, _ = self._keys(session_id)
+        messages_key, _ = self._keys(owner, session_id)
         items = await self.redis.run(lambda c: c.lrange(messages_key, 0, -1))
         return [json.loads(item) for item in items] if items else None
 
-    async def delete(self, session_id: str) -> bool:
-        messages_key, version_key = self._keys(session_id)
+    async def delete(self, owner: str, session_id: str) -> bool:
+        messages_key, version_key = self._keys(owner, session_id)
 
         async def drop(client: Any) -> list[Any]:
             async with client.pipeline(transaction=True) as pipe:
@@ -114,7 +122,7 @@ class SessionStore:
                 return await pipe.execute()
 
         existed = bool((await self.redis.run(drop))[0])
-        self._lru.pop(session_id, None)
+        self._lru.pop(f"{owner}:{session_id}", None)
         return existed
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
 import re
-import shlex
 import subprocess
 
 import openai
@@ -22,15 +22,22 @@ def test_readme_starts_with_the_two_commands() -> None:
 
 
 def test_printed_curl_answers(stack: Stack) -> None:
-    line = next(line for line in stack.up_output.splitlines() if line.startswith("curl "))
-    result = subprocess.run([*shlex.split(line), "-s", "--max-time", "120"], capture_output=True, text=True)
+    lines = stack.up_output.splitlines()
+    line = next(line for line in lines if line.startswith("curl "))
+    # As a user pastes them into a shell: the printed `export OPENAI_API_KEY=$(cat .../admin.key)` first,
+    # which the curl line's `Authorization: Bearer $OPENAI_API_KEY` reads.
+    export = [x for x in lines if x.startswith("export OPENAI_API_KEY=")][:1]
+    script = "\n".join([*export, f"{line} -s --max-time 120"])
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    result = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     reply = json.loads(result.stdout)
     assert reply["object"] == "chat.completion" and reply["choices"][0]["message"]["content"]
 
 
 def test_conversation_through_the_proxy(stack: Stack) -> None:
-    client = stack.openai_client()
+    # As README says: `export OPENAI_API_KEY=$(cat data/secrets/admin.key)`, the key `up` wrote there.
+    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=stack.admin_key, max_retries=0, timeout=120)
     messages: list[dict[str, str]] = [{"role": "system", "content": "You are a helpful assistant."}]
     for question in ("What is 2 + 2?", "And 3 + 3?"):
         messages.append({"role": "user", "content": question})

@@ -7,8 +7,7 @@ import json
 import time
 import uuid
 
-import httpx
-
+from deployments.gateway.auth.keys import split
 from tests.conftest import ROOT, Stack
 
 AUDIT = ROOT / ".test-data" / "logs" / "audit.jsonl"
@@ -28,9 +27,12 @@ def audit_line(trace_id: str, timeout: float = 20) -> dict[str, object]:
 
 def test_chat_with_personal_data_is_flagged_and_not_written(stack: Stack) -> None:
     marker = uuid.uuid4().hex
-    key = f"sk-test-{marker[:8]}"
+    key = stack.admin_key  # a made-up key would be refused now
+    parts = split(key)  # `rc-<id>.<secret>`: the audit names the key id (hashed), never the credential
+    assert parts is not None
+    key_id = parts[0]
     body = {"messages": [{"role": "user", "content": f"{marker} my phone is 13812345678"}], "max_tokens": 4}
-    resp = httpx.post(
+    resp = stack.http.post(
         f"{stack.url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=120
     )
     assert resp.status_code == 200
@@ -38,7 +40,7 @@ def test_chat_with_personal_data_is_flagged_and_not_written(stack: Stack) -> Non
     assert str(uuid.UUID(trace_id, version=4)) == trace_id
     record = audit_line(trace_id)
     assert set(record) == {"timestamp", "trace_id", "user", "endpoint", "model", "tokens", "sensitive"}
-    assert record["user"] == hashlib.sha256(key.encode()).hexdigest()
+    assert record["user"] == hashlib.sha256(key_id.encode()).hexdigest()
     assert record["endpoint"] == "/v1/chat/completions" and record["sensitive"] is True
     assert isinstance(record["tokens"], int) and record["tokens"] > 0
     assert marker not in AUDIT.read_text() and "13812345678" not in AUDIT.read_text()
@@ -46,11 +48,11 @@ def test_chat_with_personal_data_is_flagged_and_not_written(stack: Stack) -> Non
 
 def test_stream_and_errors_are_audited_too(stack: Stack) -> None:
     body = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4, "stream": True}
-    with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body, timeout=120) as resp:
+    with stack.http.stream("POST", f"{stack.url}/v1/chat/completions", json=body, timeout=120) as resp:
         trace_id = resp.headers["x-trace-id"]
         list(resp.iter_lines())
     streamed = audit_line(trace_id)
     assert streamed["sensitive"] is False and streamed["tokens"] > 0
-    bad = httpx.post(f"{stack.url}/v1/chat/completions", json={"messages": []}, timeout=30)
+    bad = stack.http.post(f"{stack.url}/v1/chat/completions", json={"messages": []}, timeout=30)
     assert bad.status_code == 400
     assert audit_line(bad.headers["x-trace-id"])["tokens"] == 0

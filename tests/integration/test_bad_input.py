@@ -14,7 +14,7 @@ USER = [{"role": "user", "content": "hi"}]
 
 
 def post(stack: Stack, path: str, **kwargs: Any) -> httpx.Response:
-    return httpx.post(f"{stack.url}{path}", timeout=120, **kwargs)
+    return stack.http.post(f"{stack.url}{path}", timeout=120, **kwargs)
 
 
 def assert_error(resp: httpx.Response, status: int, param: str | None = None) -> dict[str, Any]:
@@ -33,7 +33,7 @@ def test_unknown_model_404(stack: Stack) -> None:
     )
     assert error["code"] == "model_not_found"
     assert_error(post(stack, "/v1/completions", json={"model": "gpt-404", "prompt": "x"}), 404)
-    assert_error(httpx.get(f"{stack.url}/v1/models/gpt-404"), 404)
+    assert_error(stack.http.get(f"{stack.url}/v1/models/gpt-404"), 404)
 
 
 @pytest.mark.parametrize(
@@ -81,13 +81,13 @@ def test_body_over_limit_413(stack: Stack) -> None:
     resp = post(stack, "/v1/chat/completions", content=big, headers={"Content-Type": "application/json"})
     assert assert_error(resp, 413)["code"] == "request_too_large"
     # the gateway enforces the same limit when reached without the proxy
-    resp = httpx.post(f"{stack.serve_url}/v1/chat/completions", content=big, timeout=60)
+    resp = stack.http.post(f"{stack.serve_url}/v1/chat/completions", content=big, timeout=60)
     assert_error(resp, 413)
 
 
 def test_unknown_route_and_method(stack: Stack) -> None:
-    assert_error(httpx.get(f"{stack.url}/v1/nothing-here"), 404)
-    assert_error(httpx.get(f"{stack.url}/v1/chat/completions"), 405)
+    assert_error(stack.http.get(f"{stack.url}/v1/nothing-here"), 404)
+    assert_error(stack.http.get(f"{stack.url}/v1/chat/completions"), 405)
 
 
 def test_service_still_answers_after_bad_input(stack: Stack) -> None:

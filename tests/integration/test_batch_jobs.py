@@ -10,8 +10,6 @@ import sys
 import uuid
 from pathlib import Path
 
-import httpx
-
 from tests.conftest import ROOT, TEST_ENV, Stack
 
 PYTHON = sys.executable
@@ -126,4 +124,4 @@ def test_batch_ingest_then_batch_chat_with_retrieval_via_ray_job_submit(stack: S
     response = record["response"]
     assert isinstance(response, dict)
     assert [s["document"] for s in response["sources"]][:1] == ["pumps.txt"]
-    httpx.delete(f"{stack.url}/v1/knowledge_bases/{kb}", timeout=30)
+    stack.http.delete(f"{stack.url}/v1/knowledge_bases/{kb}", timeout=30)

@@ -29,11 +29,11 @@ def entry_points(stack: Stack) -> dict[str, str]:
 @pytest.mark.parametrize("proxy", ["nginx", "traefik"])
 def test_proxy_lists_models_and_streams_unbuffered(stack: Stack, proxy: str) -> None:
     base = entry_points(stack)[proxy]
-    assert httpx.get(f"{base}/v1/models", timeout=30).json()["data"][0]["id"] == MODEL
+    assert stack.http.get(f"{base}/v1/models", timeout=30).json()["data"][0]["id"] == MODEL
     # ignore_eos: always 40 tokens (at temperature 1 an early end-of-sequence left too few to time).
     body = {**CHAT, "max_tokens": 40, "stream": True, "cache": False, "ignore_eos": True}
     arrivals: list[float] = []
-    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=120) as resp:
+    with stack.http.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=120) as resp:
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
         for line in resp.iter_lines():
@@ -47,7 +47,7 @@ def test_proxy_lists_models_and_streams_unbuffered(stack: Stack, proxy: str) -> 
 def test_proxy_refuses_an_upload_over_the_limit(stack: Stack, proxy: str) -> None:
     base = entry_points(stack)[proxy]
     big = b"x" * (10 * 1024 * 1024 + 1024)
-    resp = httpx.post(
+    resp = stack.http.post(
         f"{base}/v1/knowledge_bases/anything/documents",
         files={"files": ("big.txt", big, "text/plain")},
         timeout=120,
@@ -78,7 +78,9 @@ def failover_proxies(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> 
         nginx.stop(settings)
 
 
-def test_requests_fail_over_when_one_serve_proxy_is_down(failover_proxies: RaychatSettings) -> None:
+def test_requests_fail_over_when_one_serve_proxy_is_down(
+    stack: Stack, failover_proxies: RaychatSettings
+) -> None:
     settings = failover_proxies
     deadline = time.monotonic() + 20
     while traefik.server_status(settings).get("http://127.0.0.1:28999") != "DOWN":
@@ -87,8 +89,8 @@ def test_requests_fail_over_when_one_serve_proxy_is_down(failover_proxies: Raych
     ports = (settings.ingress.nginx_port, settings.ingress.traefik_port)
     for base in (f"http://127.0.0.1:{port}" for port in ports):
         for i in range(6):
-            assert httpx.get(f"{base}/v1/models", timeout=30).status_code == 200
-            resp = httpx.post(
+            assert stack.http.get(f"{base}/v1/models", timeout=30).status_code == 200
+            resp = stack.http.post(
                 f"{base}/v1/chat/completions",
                 json={**CHAT, "max_tokens": 2, "messages": [{"role": "user", "content": f"hi {i}"}]},
                 timeout=120,
@@ -103,7 +105,7 @@ def test_full_llm_queue_answers_503_with_retry_after(stack: Stack) -> None:
     async def flood() -> list[httpx.Response]:
         body = {**CHAT, "max_tokens": 48, "cache": False, "ignore_eos": True}
         limits = httpx.Limits(max_connections=200)
-        async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+        async with httpx.AsyncClient(headers=stack.headers, timeout=300, limits=limits) as client:
             return await asyncio.gather(
                 *(client.post(f"{stack.url}/v1/chat/completions", json=body) for _ in range(80))
             )
@@ -118,7 +120,7 @@ def test_full_llm_queue_answers_503_with_retry_after(stack: Stack) -> None:
         assert r.json()["error"]["code"] == "overloaded"
     assert any(r.status_code == 200 for r in responses)
     # and the service is fine afterwards
-    after = httpx.post(f"{stack.url}/v1/chat/completions", json={**CHAT, "max_tokens": 2}, timeout=60)
+    after = stack.http.post(f"{stack.url}/v1/chat/completions", json={**CHAT, "max_tokens": 2}, timeout=60)
     assert after.is_success
 
 

@@ -8,7 +8,6 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
@@ -30,28 +29,28 @@ def kb_url(stack: Stack, *parts: str) -> str:
 @pytest.fixture(scope="module")
 def kb(stack: Stack) -> str:
     name = f"plant-{uuid.uuid4().hex[:6]}"
-    created = httpx.post(kb_url(stack), json={"name": name, "description": "plant manuals"}, timeout=60)
+    created = stack.http.post(kb_url(stack), json={"name": name, "description": "plant manuals"}, timeout=60)
     assert created.status_code == 201, created.text
     files = [
         ("files", ("pump.txt", PUMP.encode(), "text/plain")),
         ("files", ("valve.md", f"# 安全阀\n\n{VALVE}".encode(), "text/markdown")),
     ]
-    upload = httpx.post(kb_url(stack, name, "documents"), files=files, timeout=300)
+    upload = stack.http.post(kb_url(stack, name, "documents"), files=files, timeout=300)
     assert upload.status_code == 200, upload.text
     assert [r["status"] for r in upload.json()["data"]] == ["ingested", "ingested"]
     return name
 
 
 def test_listed_with_documents(stack: Stack, kb: str) -> None:
-    assert kb in [k["name"] for k in httpx.get(kb_url(stack)).json()["data"]]
-    docs = httpx.get(kb_url(stack, kb, "documents")).json()["data"]
+    assert kb in [k["name"] for k in stack.http.get(kb_url(stack)).json()["data"]]
+    docs = stack.http.get(kb_url(stack, kb, "documents")).json()["data"]
     assert {d["document"] for d in docs} == {"pump.txt", "valve.md"}
     assert all(d["chunks"] >= 1 for d in docs)
 
 
 @pytest.mark.parametrize("mode", ["vector", "fulltext", "hybrid"])
 def test_search_modes_find_the_document(stack: Stack, kb: str, mode: str) -> None:
-    resp = httpx.post(
+    resp = stack.http.post(
         kb_url(stack, kb, "search"),
         json={"query": "pump lubricated oil", "top_k": 2, "mode": mode},
         timeout=60,
@@ -106,25 +105,28 @@ def test_embeddings_through_openai_client(stack: Stack) -> None:
 
 
 def test_bad_input(stack: Stack, kb: str) -> None:
-    assert httpx.get(kb_url(stack, "no-such-kb", "documents")).status_code == 404
-    assert httpx.post(kb_url(stack, "no-such-kb", "search"), json={"query": "x"}).status_code == 404
+    assert stack.http.get(kb_url(stack, "no-such-kb", "documents")).status_code == 404
+    assert stack.http.post(kb_url(stack, "no-such-kb", "search"), json={"query": "x"}).status_code == 404
     for bad in ("", "a" * 65, "..", "a..b"):
-        resp = httpx.post(kb_url(stack), json={"name": bad})
+        resp = stack.http.post(kb_url(stack), json={"name": bad})
         assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_name", bad
-    assert httpx.post(kb_url(stack), json={"name": kb}).status_code == 409
-    exe = httpx.post(
+    assert stack.http.post(kb_url(stack), json={"name": kb}).status_code == 409
+    exe = stack.http.post(
         kb_url(stack, kb, "documents"), files=[("files", ("x.exe", b"MZ", "application/octet-stream"))]
     )
     assert exe.status_code == 415 and exe.json()["error"]["code"] == "unsupported_file_type"
-    assert httpx.post(kb_url(stack, kb, "search"), json={"query": "x", "mode": "psychic"}).status_code == 400
-    assert httpx.delete(kb_url(stack, kb, "documents", "ghost.txt")).status_code == 404
+    assert (
+        stack.http.post(kb_url(stack, kb, "search"), json={"query": "x", "mode": "psychic"}).status_code
+        == 400
+    )
+    assert stack.http.delete(kb_url(stack, kb, "documents", "ghost.txt")).status_code == 404
 
 
 def test_corrupt_pdf_fails_alone(stack: Stack) -> None:
     from fpdf import FPDF
 
     name = f"mixed-{uuid.uuid4().hex[:6]}"
-    assert httpx.post(kb_url(stack), json={"name": name}).status_code == 201
+    assert stack.http.post(kb_url(stack), json={"name": name}).status_code == 201
     pdf = FPDF()
     pdf.add_page()
     pdf.set_font("helvetica", size=12)
@@ -135,27 +137,27 @@ def test_corrupt_pdf_fails_alone(stack: Stack) -> None:
         ("files", ("boiler.pdf", good.getvalue(), "application/pdf")),
         ("files", ("notes.txt", b"Check the boiler daily.", "text/plain")),
     ]
-    results = httpx.post(kb_url(stack, name, "documents"), files=files, timeout=300).json()["data"]
+    results = stack.http.post(kb_url(stack, name, "documents"), files=files, timeout=300).json()["data"]
     assert [r["status"] for r in results] == ["failed", "ingested", "ingested"]
     assert "broken.pdf" in results[0]["error"]
-    docs = {d["document"] for d in httpx.get(kb_url(stack, name, "documents")).json()["data"]}
+    docs = {d["document"] for d in stack.http.get(kb_url(stack, name, "documents")).json()["data"]}
     assert docs == {"boiler.pdf", "notes.txt"}  # consistent: nothing of the broken file
-    assert httpx.delete(kb_url(stack, name)).status_code == 200
-    assert httpx.get(kb_url(stack, name, "documents")).status_code == 404
+    assert stack.http.delete(kb_url(stack, name)).status_code == 200
+    assert stack.http.get(kb_url(stack, name, "documents")).status_code == 404
 
 
 def test_delete_document_hides_it(stack: Stack) -> None:
     name = f"del-{uuid.uuid4().hex[:6]}"
-    httpx.post(kb_url(stack), json={"name": name})
-    httpx.post(
+    stack.http.post(kb_url(stack), json={"name": name})
+    stack.http.post(
         kb_url(stack, name, "documents"),
         files=[("files", ("gone.txt", b"ephemeral turbine note", "text/plain"))],
         timeout=300,
     )
-    assert httpx.delete(kb_url(stack, name, "documents", "gone.txt")).status_code == 200
-    hits = httpx.post(kb_url(stack, name, "search"), json={"query": "turbine", "mode": "fulltext"}).json()[
-        "data"
-    ]
+    assert stack.http.delete(kb_url(stack, name, "documents", "gone.txt")).status_code == 200
+    hits = stack.http.post(
+        kb_url(stack, name, "search"), json={"query": "turbine", "mode": "fulltext"}
+    ).json()["data"]
     assert hits == []
 
 
@@ -168,20 +170,20 @@ def stored_documents(name: str) -> dict[str, bool]:
 
 def test_compaction_removes_deleted_rows(stack: Stack) -> None:
     name = f"compact-{uuid.uuid4().hex[:6]}"
-    assert httpx.post(kb_url(stack), json={"name": name}).status_code == 201
+    assert stack.http.post(kb_url(stack), json={"name": name}).status_code == 201
     files = [
         ("files", ("keep.txt", b"kept compressor note", "text/plain")),
         ("files", ("gone.txt", b"deleted compressor note", "text/plain")),
     ]
-    assert httpx.post(kb_url(stack, name, "documents"), files=files, timeout=300).status_code == 200
+    assert stack.http.post(kb_url(stack, name, "documents"), files=files, timeout=300).status_code == 200
     assert stored_documents(name) == {"keep.txt": False, "gone.txt": False}
-    assert httpx.delete(kb_url(stack, name, "documents", "gone.txt")).status_code == 200
+    assert stack.http.delete(kb_url(stack, name, "documents", "gone.txt")).status_code == 200
     # The delete only marks the rows; they leave the table at the next compaction (every 3 s here).
     deadline = time.monotonic() + COMPACTION_BOUND_S
     while "gone.txt" in stored_documents(name) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert stored_documents(name) == {"keep.txt": False}
-    hits = httpx.post(
+    hits = stack.http.post(
         kb_url(stack, name, "search"), json={"query": "compressor", "mode": "fulltext"}, timeout=60
     ).json()["data"]
     assert [h["document"] for h in hits] == ["keep.txt"]

@@ -40,7 +40,7 @@ def test_make_down_then_make_up(stack: Stack) -> None:
     up = subprocess.run(["make", "up"], cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=900)
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
     assert f"raychat is up: {stack.url}/v1" in up.stdout
-    reply = httpx.post(
+    reply = stack.http.post(
         f"{stack.url}/v1/chat/completions",
         json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
         timeout=120,

@@ -60,7 +60,7 @@ def test_streamed_chat_arrives_in_chunks(client: openai.OpenAI) -> None:
 
 def test_raw_sse_ends_with_done(stack: Stack) -> None:
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "stream": True}
-    with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body, timeout=120) as resp:
+    with stack.http.stream("POST", f"{stack.url}/v1/chat/completions", json=body, timeout=120) as resp:
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in resp.iter_lines() if line]
@@ -82,4 +82,4 @@ def test_health_and_readiness(stack: Stack) -> None:
 
 
 def test_served_directly_by_serve_too(stack: Stack) -> None:
-    assert httpx.get(f"{stack.serve_url}/v1/models").json()["data"][0]["id"] == MODEL
+    assert stack.http.get(f"{stack.serve_url}/v1/models").json()["data"][0]["id"] == MODEL

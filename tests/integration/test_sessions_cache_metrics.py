@@ -22,7 +22,7 @@ CHAT = "/v1/chat/completions"
 def chat(stack: Stack, content: str, **extra: Any) -> httpx.Response:
     headers = extra.pop("headers", {})
     body = {"messages": [{"role": "user", "content": content}], "max_tokens": 4, **extra}
-    return httpx.post(f"{stack.url}{CHAT}", json=body, headers=headers, timeout=120)
+    return stack.http.post(f"{stack.url}{CHAT}", json=body, headers=headers, timeout=120)
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_session_continues_across_replicas_and_lru_is_never_stale(stack: Stack) 
             break
     assert len(set(replicas)) == 2, replicas
 
-    stored = httpx.get(f"{stack.url}/v1/sessions/{session}", timeout=30).json()
+    stored = stack.http.get(f"{stack.url}/v1/sessions/{session}", timeout=30).json()
     assert [m["role"] for m in stored["messages"]] == ["user", "assistant"] * turns
     assert stored["messages"][0]["content"] == "turn 0"
 
@@ -57,10 +57,10 @@ def test_session_continues_across_replicas_and_lru_is_never_stale(stack: Stack) 
     resp = chat(stack, "by header", headers={"X-Session-ID": session})
     assert resp.headers["x-session-history"] == str(2 * turns)
 
-    assert httpx.delete(f"{stack.url}/v1/sessions/{session}", timeout=30).status_code == 200
-    missing = httpx.get(f"{stack.url}/v1/sessions/{session}", timeout=30)
+    assert stack.http.delete(f"{stack.url}/v1/sessions/{session}", timeout=30).status_code == 200
+    missing = stack.http.get(f"{stack.url}/v1/sessions/{session}", timeout=30)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "session_not_found"
-    assert httpx.delete(f"{stack.url}/v1/sessions/{session}", timeout=30).status_code == 404
+    assert stack.http.delete(f"{stack.url}/v1/sessions/{session}", timeout=30).status_code == 404
     assert chat(stack, "again", session_id=session).headers["x-session-history"] == "0"
 
 
@@ -132,10 +132,12 @@ def test_question_cache_hits_plain_and_streamed(stack: Stack) -> None:
 def test_knowledge_base_change_invalidates_cached_answers(stack: Stack) -> None:
     kb = f"cache_{uuid.uuid4().hex[:8]}"
     base = stack.url
-    assert httpx.post(f"{base}/v1/knowledge_bases", json={"name": kb}, timeout=30).status_code == 201
+    assert stack.http.post(f"{base}/v1/knowledge_bases", json={"name": kb}, timeout=30).status_code == 201
     try:
         files = {"files": ("ray.md", b"Ray Serve scales model replicas with load.", "text/markdown")}
-        assert httpx.post(f"{base}/v1/knowledge_bases/{kb}/documents", files=files, timeout=120).is_success
+        assert stack.http.post(
+            f"{base}/v1/knowledge_bases/{kb}/documents", files=files, timeout=120
+        ).is_success
 
         def ask() -> str:
             resp = chat(stack, "What scales replicas?", temperature=0, knowledge_base=kb)
@@ -145,16 +147,18 @@ def test_knowledge_base_change_invalidates_cached_answers(stack: Stack) -> None:
 
         assert [ask(), ask()] == ["miss", "hit"]
         more = {"files": ("lance.md", b"LanceDB stores vectors on disk.", "text/markdown")}
-        assert httpx.post(f"{base}/v1/knowledge_bases/{kb}/documents", files=more, timeout=120).is_success
+        assert stack.http.post(
+            f"{base}/v1/knowledge_bases/{kb}/documents", files=more, timeout=120
+        ).is_success
         assert [ask(), ask()] == ["miss", "hit"]
-        assert httpx.delete(f"{base}/v1/knowledge_bases/{kb}/documents/lance.md", timeout=30).is_success
+        assert stack.http.delete(f"{base}/v1/knowledge_bases/{kb}/documents/lance.md", timeout=30).is_success
         assert ask() == "miss"
     finally:
-        httpx.delete(f"{base}/v1/knowledge_bases/{kb}", timeout=30)
+        stack.http.delete(f"{base}/v1/knowledge_bases/{kb}", timeout=30)
 
 
 def scrape(stack: Stack) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    resp = httpx.get(f"{stack.url}/metrics", timeout=30)
+    resp = stack.http.get(f"{stack.url}/metrics", timeout=30)
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
     return {
         (s.name, frozenset(s.labels.items())): s.value
@@ -181,7 +185,7 @@ def test_metrics_move_with_known_requests(stack: Stack) -> None:
     question = f"metrics {uuid.uuid4().hex}"
     for _ in range(3):  # miss, hit, hit — spread over the two replicas by Serve
         assert chat(stack, question, temperature=0).status_code == 200
-    streamed = httpx.post(
+    streamed = stack.http.post(
         f"{stack.url}{CHAT}",
         json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True},
         timeout=120,
@@ -205,7 +209,14 @@ def test_metrics_move_with_known_requests(stack: Stack) -> None:
 
 
 @pytest.fixture
-def stopped_redis(settings: RaychatSettings) -> Iterator[RaychatSettings]:
+def stopped_redis(stack: Stack, settings: RaychatSettings) -> Iterator[RaychatSettings]:
+    # While Redis is down a gateway replica accepts only keys it verified within auth.outage_grace_s: have
+    # both replicas verify the admin key first (bounded, as in the session test above).
+    replicas: set[str] = set()
+    for i in range(24):
+        replicas.add(chat(stack, f"warm-up {i}", cache=False).headers.get("x-raychat-replica", ""))
+        if len(replicas - {""}) >= 2:
+            break
     assert processes.stop(settings.run_dir, redis_server.NAME)
     try:
         yield settings
@@ -222,7 +233,7 @@ def test_redis_outage_degrades_then_recovers(stack: Stack, stopped_redis: Raycha
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == "session_store_unavailable"
     assert "retry-after" in refused.headers
-    assert httpx.get(f"{stack.url}/v1/sessions/outage-session", timeout=30).status_code == 503
+    assert stack.http.get(f"{stack.url}/v1/sessions/outage-session", timeout=30).status_code == 503
 
     assert redis_server.start(stopped_redis)
     deadline = time.monotonic() + 20

@@ -10,6 +10,7 @@ ranges, each error naming its parameter; the models' own validation comes last.
 """
 
 from deployments.gateway.protocol.errors import ERROR_TYPES, APIError, ErrorDetail, ErrorResponse, bad_request
+from deployments.gateway.protocol.keys import KeyCreate, KeyUpdate, key_create, key_update
 from deployments.gateway.protocol.parsing import (
     chat_request,
     check_messages,
@@ -66,6 +67,10 @@ from deployments.gateway.protocol.values import (
 )
 
 __all__ = [
+    "KeyCreate",
+    "KeyUpdate",
+    "key_create",
+    "key_update",
     "ERROR_TYPES",
     "APIError",
     "ErrorDetail",

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from deployments.gateway import services
+from deployments.gateway.auth.permissions import identity_of, require_admin
 from deployments.gateway.errors import error_response
 from deployments.gateway.protocol import APIError, ModelCard, ModelList
 from deployments.gateway.routes import ERRORS
@@ -23,14 +24,13 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
+    """Open to anyone (load balancers), so it says nothing beyond ready or not."""
     svc = services.of(request)
     try:
         await asyncio.wait_for(svc.llm.check_health.remote(), timeout=svc.config.gateway.readiness_timeout_s)
-    except Exception as exc:  # any failure to answer means not ready
-        return error_response(
-            APIError(503, f"LLM deployment not ready: {type(exc).__name__}", code="not_ready")
-        )
-    return JSONResponse({"status": "ready", "model": svc.model_id})
+    except Exception:  # any failure to answer means not ready
+        return error_response(APIError(503, "not ready", code="not_ready"))
+    return JSONResponse({"status": "ready"})
 
 
 def _card(request: Request) -> ModelCard:
@@ -53,6 +53,7 @@ async def get_model(model: str, request: Request) -> ModelCard:
 
 @router.get("/metrics")
 async def prometheus_metrics(request: Request) -> Response:
+    require_admin(identity_of(request.scope.get("state")), "read the metrics")
     metrics = services.of(request).metrics
     await metrics.flush()
     return Response(await metrics.aggregator.render.remote(), media_type=CONTENT_TYPE_LATEST)

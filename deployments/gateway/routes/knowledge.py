@@ -1,4 +1,6 @@
-"""`/v1/embeddings` and the knowledge-base routes: parse at the edge, then one KnowledgeAPI call."""
+"""`/v1/embeddings` and the knowledge-base routes: parse at the edge, check what the caller may do,
+then one KnowledgeAPI call. A knowledge base the caller is not granted does not exist for it (404);
+one it sees but may not change answers 403. Admin actions go to the security log."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from deployments.gateway import protocol, services
+from deployments.gateway.auth.identity import Identity
+from deployments.gateway.auth.permissions import identity_of, require_admin, require_edit, require_read
 from deployments.gateway.protocol import (
     APIError,
     Deleted,
@@ -31,18 +35,45 @@ async def _body(request: Request) -> dict[str, Any]:
     return await read_json(request, services.of(request).config.gateway.max_body_bytes)
 
 
+def _caller(request: Request) -> Identity:
+    return identity_of(request.scope.get("state"))
+
+
+def _audit_admin(request: Request, identity: Identity, action: str, target: str, outcome: str) -> None:
+    services.of(request).access.security.record(
+        trace_id=request.scope.get("state", {}).get("trace_id"),
+        identity=identity.hashed,
+        action=action,
+        target=target,
+        outcome=outcome,
+    )
+
+
+def _checked(request: Request, check: Any, identity: Identity, name: str, action: str) -> None:
+    """`check(identity, name)`, with a refusal written to the security log."""
+    try:
+        check(identity, name)
+    except APIError as exc:
+        _audit_admin(request, identity, action, name, f"denied_{exc.status}")
+        raise
+
+
 @router.post(
     "/v1/embeddings",
     openapi_extra=json_body(EmbeddingRequest),
     responses={200: {"model": EmbeddingResponse}, **ERRORS},
 )
 async def embeddings(request: Request) -> dict[str, Any]:
-    kb = services.of(request).knowledge
+    svc = services.of(request)
+    kb = svc.knowledge
     parsed = protocol.embedding_request(await _body(request), kb.settings.embedding_model_id)
     texts = parsed.texts()
     vectors, tokens = await asyncio.gather(
         kb.embedding.embed.remote(texts), kb.embedding.count_tokens.remote(texts)
     )
+    identity = _caller(request)
+    if identity.kind != "anonymous":
+        await svc.access.quotas.charge(identity, int(tokens))
     return {
         "object": "list",
         "model": parsed.model,
@@ -53,7 +84,9 @@ async def embeddings(request: Request) -> dict[str, Any]:
 
 @router.get("/v1/knowledge_bases", responses={200: {"model": KnowledgeBaseList}})
 async def list_knowledge_bases(request: Request) -> dict[str, Any]:
-    return {"object": "list", "data": await services.of(request).knowledge.store("list_kbs")}
+    identity = _caller(request)
+    kbs = await services.of(request).knowledge.store("list_kbs")
+    return {"object": "list", "data": [kb for kb in kbs if identity.may_read(kb["name"])]}
 
 
 @router.post(
@@ -63,20 +96,35 @@ async def list_knowledge_bases(request: Request) -> dict[str, Any]:
     responses={201: {"model": KnowledgeBaseInfo}, 409: ERRORS[400], **ERRORS},
 )
 async def create_knowledge_base(request: Request) -> JSONResponse:
+    identity = _caller(request)
+    _checked(request, lambda i, _: require_admin(i, "create knowledge bases"), identity, "", "kb.create")
     parsed = protocol.knowledge_base_create(await _body(request))
     kb = services.of(request).knowledge
-    created = await kb.store("create_kb", parsed.name, parsed.description, parsed.source_folder)
+    try:
+        created = await kb.store("create_kb", parsed.name, parsed.description, parsed.source_folder)
+    except APIError as exc:
+        _audit_admin(request, identity, "kb.create", parsed.name, f"refused_{exc.code}")
+        raise
+    _audit_admin(request, identity, "kb.create", parsed.name, "ok")
+    if parsed.source_folder is not None:
+        _audit_admin(request, identity, "kb.source_folder", parsed.name, "ok")
     return JSONResponse(created, status_code=201)
 
 
 @router.delete("/v1/knowledge_bases/{name}", responses={200: {"model": Deleted}, **ERRORS})
 async def delete_knowledge_base(name: str, request: Request) -> dict[str, Any]:
-    await services.of(request).knowledge.store("delete_kb", protocol.check_kb_name(name))
+    identity = _caller(request)
+    protocol.check_kb_name(name)
+    _checked(request, require_read, identity, name, "kb.delete")
+    _checked(request, lambda i, _: require_admin(i, "delete knowledge bases"), identity, name, "kb.delete")
+    await services.of(request).knowledge.store("delete_kb", name)
+    _audit_admin(request, identity, "kb.delete", name, "ok")
     return {"name": name, "deleted": True}
 
 
 @router.get("/v1/knowledge_bases/{name}/documents", responses=ERRORS)
 async def list_documents(name: str, request: Request) -> dict[str, Any]:
+    require_read(_caller(request), protocol.check_kb_name(name))
     kb = services.of(request).knowledge
     return {"object": "list", "data": await kb.store("documents", protocol.check_kb_name(name))}
 
@@ -105,6 +153,7 @@ async def upload_documents(name: str, request: Request) -> dict[str, Any]:
     svc = services.of(request)
     kb = svc.knowledge
     protocol.check_kb_name(name)
+    _checked(request, require_edit, _caller(request), name, "kb.upload")
     limit = max(svc.config.gateway.max_body_bytes, kb.settings.max_file_bytes)
     declared = request.headers.get("content-length") or "0"
     if declared.isdigit() and int(declared) > limit:
@@ -127,7 +176,9 @@ async def upload_documents(name: str, request: Request) -> dict[str, Any]:
 )
 async def delete_document(name: str, document: str, request: Request) -> dict[str, Any]:
     kb = services.of(request).knowledge
-    if not await kb.store("delete_document", protocol.check_kb_name(name), document):
+    protocol.check_kb_name(name)
+    _checked(request, require_edit, _caller(request), name, "kb.delete_document")
+    if not await kb.store("delete_document", name, document):
         raise APIError(
             404,
             f"document {document!r} is not in knowledge base {name!r}",
@@ -144,6 +195,6 @@ async def delete_document(name: str, document: str, request: Request) -> dict[st
 )
 async def search(name: str, request: Request) -> dict[str, Any]:
     kb = services.of(request).knowledge
-    protocol.check_kb_name(name)
+    require_read(_caller(request), protocol.check_kb_name(name))
     parsed = protocol.search_request(await _body(request), kb.settings.default_top_k)
     return {"object": "list", "data": await kb.search(name, parsed)}

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from deployments.gateway import services
+from deployments.gateway.auth.permissions import identity_of
 from deployments.gateway.protocol import APIError, Deleted, Session, check_session_id
 from deployments.gateway.redis_state import RedisUnavailable
 from deployments.gateway.routes import ERRORS
@@ -35,7 +36,8 @@ async def _session_call(call: Any) -> Any:
 @router.get("/v1/sessions/{session_id}", response_model=Session, responses=ERRORS)
 async def get_session(session_id: str, request: Request) -> Session:
     check_session_id(session_id)
-    messages = await _session_call(services.of(request).sessions.messages(session_id))
+    owner = identity_of(request.scope.get("state")).hashed
+    messages = await _session_call(services.of(request).sessions.messages(owner, session_id))
     if messages is None:
         raise _not_found(session_id)
     return Session(id=session_id, messages=messages)
@@ -44,6 +46,7 @@ async def get_session(session_id: str, request: Request) -> Session:
 @router.delete("/v1/sessions/{session_id}", responses={200: {"model": Deleted}, **ERRORS})
 async def delete_session(session_id: str, request: Request) -> dict[str, Any]:
     check_session_id(session_id)
-    if not await _session_call(services.of(request).sessions.delete(session_id)):
+    owner = identity_of(request.scope.get("state")).hashed
+    if not await _session_call(services.of(request).sessions.delete(owner, session_id)):
         raise _not_found(session_id)
     return {"id": session_id, "object": "session", "deleted": True}

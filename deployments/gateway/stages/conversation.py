@@ -42,6 +42,7 @@ class Conversation:
         engine = request
         if isinstance(request, ChatRequest) and request.session_id is not None:
             turn.session_id = request.session_id
+            turn.owner = ctx.caller.identity.hashed
             engine = await self._with_history(turn, request)
         if request.wants_cache():
             retrieval = await self._retrieval_key(request)
@@ -68,7 +69,7 @@ class Conversation:
     async def _with_history(self, turn: Turn, request: ChatRequest) -> ChatRequest:
         assert turn.session_id is not None
         try:
-            history = await self.store.load(turn.session_id)
+            history = await self.store.load(turn.owner, turn.session_id)
         except RedisUnavailable as exc:
             raise APIError(
                 503,
@@ -90,7 +91,8 @@ class Conversation:
         """Saves the turn to its session and, when `entry` is given, the answer to the cache."""
         if turn.session_id is not None:
             try:
-                await self.store.append(turn.session_id, sessions.turn_to_store(turn.own_messages, answer))
+                stored = sessions.turn_to_store(turn.own_messages, answer)
+                await self.store.append(turn.owner, turn.session_id, stored)
             except RedisUnavailable:
                 pass  # the answer was already generated; the warning is logged once per outage
         if entry is not None and turn.cache_key is not None and not turn.cached:

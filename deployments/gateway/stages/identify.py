@@ -1,13 +1,13 @@
-"""Stage 1, identify: who is asking. The identity issue puts key verification and quotas here."""
+"""Stage 1, identify: who is asking, as the Authenticate middleware verified it (key or JWT, quota
+already counted). A request that reached the pipeline without an identity is refused: fail closed."""
 
 from __future__ import annotations
 
+from deployments.gateway.auth.permissions import identity_of
 from deployments.gateway.context import Caller, RequestContext
 
 
 class Identify:
     async def __call__(self, ctx: RequestContext) -> None:
-        headers = ctx.http.headers
-        auth = headers.get("authorization") or ""
-        key = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-        ctx.caller = Caller(key=key or None, header_user=headers.get("x-user-id"))
+        identity = identity_of(ctx.http.scope.get("state"))
+        ctx.caller = Caller(identity=identity, header_user=ctx.http.headers.get("x-user-id"))

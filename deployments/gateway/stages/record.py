@@ -7,6 +7,7 @@ here for every generation, cached or not; the in-flight gauge ends with the requ
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from deployments.gateway import sse
 from deployments.gateway.audit import AuditLog
+from deployments.gateway.auth.quotas import Quotas
 from deployments.gateway.context import JsonAnswer, RequestContext, StreamAnswer
 from deployments.gateway.pii import is_sensitive
 from deployments.gateway.protocol import APIError, ChatRequest
@@ -34,7 +36,10 @@ class Record:
         audit: AuditLog,
         model_id: str,
         replica: str,
+        quotas: Quotas,
     ) -> None:
+        self.quotas = quotas
+        self._charging: set[asyncio.Task[None]] = set()
         self.conversation = conversation
         self.metrics = metrics
         self.audit = audit
@@ -98,6 +103,7 @@ class Record:
         self.metrics.inc("raychat_tokens", (self.model_id, "prompt"), prompt_tokens)
         self.metrics.inc("raychat_tokens", (self.model_id, "completion"), completion_tokens)
         ctx.http.state.audited = True
+        self._charge(ctx, tokens)
         request = ctx.to_engine()
         self.audit.record(
             trace_id=ctx.http.state.trace_id,
@@ -107,6 +113,16 @@ class Record:
             tokens=tokens,
             sensitive=is_sensitive(prompt_text(request), answer),
         )
+
+    def _charge(self, ctx: RequestContext, tokens: int) -> None:
+        """The tokens go against the caller's quota in the background: a stream's end (or its client's
+        disconnect) must not wait on Redis."""
+        identity = ctx.caller.identity
+        if identity.kind == "anonymous" or tokens <= 0:
+            return
+        task = asyncio.ensure_future(self.quotas.charge(identity, tokens))
+        self._charging.add(task)
+        task.add_done_callback(self._charging.discard)
 
 
 async def _chain(

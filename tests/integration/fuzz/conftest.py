@@ -6,7 +6,6 @@ their file is called, because they judge what the others sent (see `pytest_colle
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,11 +52,10 @@ def _afterwards_rank(item: pytest.Item) -> int:
 
 
 @pytest.fixture(scope="package")
-def auth_headers() -> dict[str, str]:
-    """The one place the fuzzer's credentials come from (schema download, schemathesis and httpx alike).
-    The gateway does not check any yet; `RAYCHAT_API_KEY` is sent as a bearer token when set."""
-    key = os.environ.get("RAYCHAT_API_KEY")
-    return {"Authorization": f"Bearer {key}"} if key else {}
+def auth_headers(stack: Stack) -> dict[str, str]:
+    """The one place the fuzzer's credentials come from (schema download, schemathesis and httpx alike):
+    the admin key, so every hostile request gets past authentication to the code it is aimed at."""
+    return stack.headers
 
 
 @pytest.fixture(scope="package")

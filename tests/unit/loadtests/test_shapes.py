@@ -88,3 +88,17 @@ def test_locust_command_and_targets(tmp_path: Path) -> None:
     assert argv[-1] == "A" and "--headless" in argv and argv[argv.index("-u") + 1] == "20"
     shaped = loadtest.locust_command("http://h", tmp_path / "r")
     assert "-u" not in shaped and "--csv" in shaped
+
+
+def test_locust_gets_the_service_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deployments.gateway.auth.secrets import write_secret
+
+    monkeypatch.setenv("RAYCHAT_TIER", "2")
+    monkeypatch.setenv("RAYCHAT_API_KEY", "from-the-shell")
+    settings = load_settings(data_dir=tmp_path)
+    write_secret(settings.secrets_dir / "service.key", "rc-000000000000.service")
+    env = loadtest.locust_env(settings, tmp_path / "c.yaml")
+    assert env["RAYCHAT_API_KEY"] == "rc-000000000000.service" and "RAYCHAT_TIER" not in env
+    assert env["RAYCHAT_LOADTEST_CONFIG"] == str(tmp_path / "c.yaml")
+    off = load_settings(data_dir=tmp_path / "off", auth={"enabled": False})
+    assert "RAYCHAT_API_KEY" not in loadtest.locust_env(off)

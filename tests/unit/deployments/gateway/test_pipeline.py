@@ -45,7 +45,7 @@ def test_stages_run_in_order_then_record() -> None:
     log: list[str] = []
     record = Recorder()
     assert asyncio.run(Pipeline(stages(log), record).run(context())) == "response"  # type: ignore[arg-type]
-    assert log == ["identify", "parse", "conversation", "retrieval", "generation"]
+    assert log == ["identify", "parse", "authorize", "conversation", "retrieval", "generation"]
     assert len(record.responded) == 1
 
 
@@ -54,7 +54,7 @@ def test_an_answer_ends_the_walk_early() -> None:
     record = Recorder()
     ctx = context()
     asyncio.run(Pipeline(stages(log, answer_at="conversation"), record).run(ctx))  # type: ignore[arg-type]
-    assert log == ["identify", "parse", "conversation"]
+    assert log == ["identify", "parse", "authorize", "conversation"]
     assert record.responded == [ctx]
 
 

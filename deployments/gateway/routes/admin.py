@@ -1,0 +1,124 @@
+"""`/v1/admin/keys`: API keys for people and services, admin only. The key itself is shown once, in the
+answer to its creation; every change goes to the security log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from deployments.config import Limits
+from deployments.gateway import protocol, services
+from deployments.gateway.auth.identity import Identity, hashed
+from deployments.gateway.auth.keys import KeyRecord
+from deployments.gateway.auth.permissions import identity_of, require_admin
+from deployments.gateway.protocol import APIError, KeyCreate, KeyUpdate
+from deployments.gateway.redis_state import RedisUnavailable
+from deployments.gateway.routes import ERRORS, json_body
+from deployments.gateway.stages.parse import json_body as read_json
+
+router = APIRouter()
+_LIMIT_FIELDS = ("rpm", "tpm", "daily_tokens")
+
+
+def _admin(request: Request, action: str) -> Identity:
+    identity = identity_of(request.scope.get("state"))
+    try:
+        require_admin(identity, action)
+    except APIError:
+        _log(request, identity, action, None, "denied_403")
+        raise
+    return identity
+
+
+def _log(request: Request, identity: Identity, action: str, target: str | None, outcome: str) -> None:
+    services.of(request).access.security.record(
+        trace_id=request.scope.get("state", {}).get("trace_id"),
+        identity=identity.hashed,
+        action=action,
+        target=target,
+        outcome=outcome,
+    )
+
+
+def _not_found(key_id: str) -> APIError:
+    return APIError(404, f"API key {key_id!r} does not exist", param="id", code="key_not_found")
+
+
+async def _keys_call(call: Any) -> Any:
+    try:
+        return await call
+    except RedisUnavailable as exc:
+        raise APIError(
+            503,
+            "the key store is unavailable; retry shortly",
+            code="auth_unavailable",
+            headers={"Retry-After": "2"},
+        ) from exc
+
+
+async def _with_usage(request: Request, records: list[KeyRecord]) -> list[dict[str, Any]]:
+    usage = await _keys_call(services.of(request).access.quotas.usage_today([hashed(r.id) for r in records]))
+    return [{"object": "api_key", **r.public(), "usage_today": vars(usage[hashed(r.id)])} for r in records]
+
+
+@router.get("/v1/admin/keys", responses=ERRORS)
+async def list_keys(request: Request) -> dict[str, Any]:
+    _admin(request, "list keys")
+    records = await _keys_call(services.of(request).keys.list())
+    return {"object": "list", "data": await _with_usage(request, records)}
+
+
+@router.post("/v1/admin/keys", status_code=201, openapi_extra=json_body(KeyCreate), responses=ERRORS)
+async def create_key(request: Request) -> JSONResponse:
+    identity = _admin(request, "create keys")
+    svc = services.of(request)
+    parsed = protocol.key_create(await read_json(request, svc.config.gateway.max_body_bytes))
+    limits = Limits(**{f: getattr(parsed, f) for f in _LIMIT_FIELDS})
+    record, key = await _keys_call(
+        svc.keys.create(parsed.name, parsed.role, parsed.knowledge_bases, limits, parsed.expires_days)
+    )
+    _log(request, identity, "key.create", record.id, "ok")
+    return JSONResponse({"object": "api_key", **record.public(), "key": key}, status_code=201)
+
+
+@router.get("/v1/admin/keys/{key_id}", responses=ERRORS)
+async def get_key(key_id: str, request: Request) -> dict[str, Any]:
+    _admin(request, "read keys")
+    record = await _keys_call(services.of(request).keys.get(key_id)) if key_id.isalnum() else None
+    if record is None:
+        raise _not_found(key_id)
+    return (await _with_usage(request, [record]))[0]
+
+
+@router.patch("/v1/admin/keys/{key_id}", openapi_extra=json_body(KeyUpdate), responses=ERRORS)
+async def update_key(key_id: str, request: Request) -> dict[str, Any]:
+    identity = _admin(request, "change keys")
+    svc = services.of(request)
+    parsed = protocol.key_update(await read_json(request, svc.config.gateway.max_body_bytes))
+    changes: dict[str, Any] = {
+        f: getattr(parsed, f) for f in parsed.model_fields_set if f not in _LIMIT_FIELDS
+    }
+    if set(_LIMIT_FIELDS) & parsed.model_fields_set:
+        current = await _keys_call(svc.keys.get(key_id)) if key_id.isalnum() else None
+        if current is None:
+            raise _not_found(key_id)
+        limits = current.limits.model_dump()
+        limits.update({f: getattr(parsed, f) for f in _LIMIT_FIELDS if f in parsed.model_fields_set})
+        changes["limits"] = Limits(**limits)
+    record = await _keys_call(svc.keys.update(key_id, **changes)) if key_id.isalnum() else None
+    if record is None:
+        raise _not_found(key_id)
+    _log(request, identity, "key.update", key_id, "ok")
+    return {"object": "api_key", **record.public()}
+
+
+@router.delete("/v1/admin/keys/{key_id}", responses=ERRORS)
+async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
+    identity = _admin(request, "revoke keys")
+    record = await _keys_call(services.of(request).keys.revoke(key_id)) if key_id.isalnum() else None
+    if record is None:
+        raise _not_found(key_id)
+    _log(request, identity, "key.revoke", key_id, "ok")
+    return {"object": "api_key", "id": key_id, "revoked": True}
