@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: install up down status test test-unit lint fuzz loadtest bench-engine bench-knowledge bench-cache bench-ingress bench-batch bench-multinode
+.PHONY: install up down status test test-unit lint fuzz loadtest bench-engine bench-knowledge bench-cache bench-ingress bench-batch bench-multinode bench-auth
 
 install: $(STAMP)
 
@@ -76,6 +76,10 @@ bench-ingress: install
 
 bench-batch: install
 	$(BIN)/raychat bench batch
+
+# auth and quota cost per request: cached answers through nginx, auth off then on
+bench-auth: install
+	$(BIN)/raychat bench auth
 
 bench-multinode: install
 	$(BIN)/raychat bench multinode

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deployments.gateway.auth.permissions import AccessDenied
 from deployments.gateway.protocol import APIError, bad_request
 
 log = logging.getLogger("raychat.gateway")
@@ -21,6 +22,24 @@ log = logging.getLogger("raychat.gateway")
 
 def error_response(exc: APIError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def record_security_event(request: Request, action: str, target: str | None, outcome: str) -> None:
+    """A line in security.jsonl: refusals of what an identity may not do, and administrative actions."""
+    from deployments.gateway import services  # services -> pipeline -> stages -> this module
+
+    svc = services.current()
+    if svc is None:
+        return
+    state = request.scope.get("state", {})
+    identity = state.get("identity")
+    svc.access.security.record(
+        trace_id=state.get("trace_id"),
+        identity=identity.hashed if identity is not None else None,
+        action=action,
+        target=target,
+        outcome=outcome,
+    )
 
 
 def from_engine_error(error: Any) -> APIError:
@@ -41,7 +60,11 @@ def _engine_code(status: int, message: str) -> str | None:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        if isinstance(exc, AccessDenied):
+            record_security_event(
+                request, f"{request.method} {request.url.path}", None, f"denied_{exc.status}"
+            )
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,3 +41,15 @@ def call(
 ) -> httpx.Response:
     headers = bearer(credential) | (headers_extra or {})
     return httpx.request(method, url, headers=headers, timeout=120, **kwargs)
+
+
+def jsonl(path: Path) -> list[dict[str, Any]]:
+    """A log file's complete lines: a line a gateway replica is appending can be read half written (a
+    reader does not wait for a writer); the next read has it whole."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

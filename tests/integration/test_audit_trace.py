@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 import uuid
 
 from deployments.gateway.auth.keys import split
 from tests.conftest import ROOT, Stack
+from tests.integration.identity_helpers import jsonl
 
 AUDIT = ROOT / ".test-data" / "logs" / "audit.jsonl"
 
@@ -17,8 +17,7 @@ def audit_line(trace_id: str, timeout: float = 20) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if AUDIT.exists():
-            for line in AUDIT.read_text().splitlines():
-                record = json.loads(line)
+            for record in jsonl(AUDIT):
                 if record["trace_id"] == trace_id:
                     return record
         time.sleep(0.2)

@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from tests.conftest import TEST_ENV, Stack
-from tests.integration.identity_helpers import Key, call, make_key
+from tests.integration.identity_helpers import Key, call, jsonl, make_key
 
 MODEL = "smollm2-135m-instruct"
 SECRET = "The vault combination of the Shenzhen plant is 7-31-4-1-5-9."
@@ -332,11 +332,11 @@ def test_audit_and_security_logs(stack: Stack) -> None:
     refused = call(f"{stack.url}/v1/admin/keys", "GET", key.key)
     assert refused.status_code == 403
     time.sleep(0.5)
-    audit = [json.loads(line) for line in (LOGS / "audit.jsonl").read_text().splitlines()]
+    audit = jsonl(LOGS / "audit.jsonl")
     line = next(entry for entry in audit if entry["trace_id"] == trace)
     assert set(line) == {"timestamp", "trace_id", "user", "endpoint", "model", "tokens", "sensitive"}
     assert line["user"] == hashlib.sha256(key.id.encode()).hexdigest()
-    security = [json.loads(line) for line in (LOGS / "security.jsonl").read_text().splitlines()]
+    security = jsonl(LOGS / "security.jsonl")
     denied = next(e for e in security if e["trace_id"] == refused.headers["x-trace-id"])
     assert (
         denied["outcome"] == "denied_403"
@@ -355,3 +355,21 @@ def test_admin_key_file_and_up_output(stack: Stack) -> None:
     again = stack.raychat("up")
     assert again.returncode == 0 and stack.admin_key not in again.stdout  # shown once, reused after
     assert path.read_text().strip() == stack.admin_key
+
+
+def test_jwt_roles_from_groups(stack: Stack, world: World, jwt_issuer: Any) -> None:
+    models = f"{stack.url}/v1/models"
+    no_role = call(models, "GET", jwt_issuer.token("mallory", groups=["visitors"]))
+    assert no_role.status_code == 403 and no_role.json()["error"]["code"] == "permission_denied"
+    admin = jwt_issuer.token("root-ops", groups=["raychat-users", "raychat-admins"])  # the highest wins
+    assert call(f"{stack.url}/v1/admin/keys", "GET", admin).status_code == 200
+    editor = jwt_issuer.token("writer", groups="raychat-editors", kbs=[world.kb])
+    upload = call(
+        f"{stack.url}/v1/knowledge_bases/{world.kb}/documents",
+        "POST",
+        editor,
+        files=[("files", ("jwt-note.txt", b"written by a signed-on editor", "text/plain"))],
+    )
+    assert upload.status_code == 200, upload.text
+    not_yet = jwt_issuer.token("early", groups=["raychat-users"], nbf_in=600)
+    assert call(models, "GET", not_yet).status_code == 401

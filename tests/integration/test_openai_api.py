@@ -78,7 +78,7 @@ def test_text_completion(client: openai.OpenAI) -> None:
 def test_health_and_readiness(stack: Stack) -> None:
     assert httpx.get(f"{stack.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{stack.url}/readyz", timeout=30)
-    assert ready.status_code == 200 and ready.json()["model"] == MODEL
+    assert ready.status_code == 200 and ready.json() == {"status": "ready"}  # open: nothing beyond status
 
 
 def test_served_directly_by_serve_too(stack: Stack) -> None:

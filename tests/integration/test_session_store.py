@@ -29,6 +29,9 @@ def redis_state(server: ValkeyServer, **overrides: object) -> RedisState:
     return RedisState(RedisSettings(url=server.connection_url, **overrides))
 
 
+OWNER = "a" * 64  # the hashed identity a session belongs to
+
+
 def user(text: str) -> dict[str, str]:
     return {"role": "user", "content": text}
 
@@ -37,19 +40,22 @@ def test_two_replicas_never_serve_a_stale_context(server: ValkeyServer) -> None:
     async def scenario() -> None:
         a = SessionStore(redis_state(server), SessionSettings())
         b = SessionStore(redis_state(server), SessionSettings())
-        assert await a.load("s1") == []
-        await a.append("s1", [user("one"), {"role": "assistant", "content": "1"}])
-        assert [m["content"] for m in await a.load("s1")] == ["one", "1"]
+        assert await a.load(OWNER, "s1") == []
+        await a.append(OWNER, "s1", [user("one"), {"role": "assistant", "content": "1"}])
+        assert [m["content"] for m in await a.load(OWNER, "s1")] == ["one", "1"]
         assert a.lru_hits == 1  # its own write extended its LRU entry in place
-        await b.append("s1", [user("two"), {"role": "assistant", "content": "2"}])  # b moves it on
-        assert [m["content"] for m in await a.load("s1")] == ["one", "1", "two", "2"]
+        await b.append(OWNER, "s1", [user("two"), {"role": "assistant", "content": "2"}])  # b moves it on
+        assert [m["content"] for m in await a.load(OWNER, "s1")] == ["one", "1", "two", "2"]
         assert a.lru_misses == 1  # the version check forced a refetch
-        await a.append("s1", [user("three"), {"role": "assistant", "content": "3"}])
-        assert len(await b.load("s1")) == 6
-        assert await a.delete("s1")
-        assert await b.load("s1") == []  # deleted on a, b's LRU entry does not resurrect it
-        await b.append("s1", [user("fresh")])
-        assert [m["content"] for m in await a.load("s1")] == ["fresh"]
+        await a.append(OWNER, "s1", [user("three"), {"role": "assistant", "content": "3"}])
+        assert len(await b.load(OWNER, "s1")) == 6
+        assert await a.delete(OWNER, "s1")
+        assert await b.load(OWNER, "s1") == []  # deleted on a, b's LRU entry does not resurrect it
+        await b.append(OWNER, "s1", [user("fresh")])
+        assert [m["content"] for m in await a.load(OWNER, "s1")] == ["fresh"]
+        # The same session id under another identity is another conversation, on either replica.
+        assert await a.load("b" * 64, "s1") == [] and await b.messages("b" * 64, "s1") is None
+        assert not await b.delete("b" * 64, "s1") and len(await a.load(OWNER, "s1")) == 1
 
     asyncio.run(scenario())
 
@@ -58,11 +64,11 @@ def test_session_expires_and_trims(server: ValkeyServer) -> None:
     async def scenario() -> None:
         store = SessionStore(redis_state(server), SessionSettings(ttl_s=1, max_stored_messages=4))
         for i in range(5):
-            await store.append("s2", [user(f"q{i}"), {"role": "assistant", "content": f"a{i}"}])
-        assert [m["content"] for m in await store.messages("s2") or []] == ["q3", "a3", "q4", "a4"]
+            await store.append(OWNER, "s2", [user(f"q{i}"), {"role": "assistant", "content": f"a{i}"}])
+        assert [m["content"] for m in await store.messages(OWNER, "s2") or []] == ["q3", "a3", "q4", "a4"]
         time.sleep(2.2)
-        assert await store.messages("s2") is None
-        assert await store.load("s2") == []
+        assert await store.messages(OWNER, "s2") is None
+        assert await store.load(OWNER, "s2") == []
 
     asyncio.run(scenario())
 
@@ -115,7 +121,7 @@ def test_outage_fails_fast_then_recovers() -> None:
         assert not state.available
         began = time.monotonic()
         with pytest.raises(RedisUnavailable):
-            await sessions.load("s")
+            await sessions.load(OWNER, "s")
         assert time.monotonic() - began < 0.1  # known down: no wait on a dead socket
         revived = ValkeyServer(port=port)
         revived.start()

@@ -9,6 +9,11 @@ from deployments.gateway.auth.identity import Identity
 from deployments.gateway.protocol import APIError
 
 
+class AccessDenied(APIError):
+    """A refusal of what the identity may not do (403, or 404 for a knowledge base not granted). The
+    error handler writes it to the security log; the client sees the plain error."""
+
+
 def identity_of(scope_state: Any) -> Identity:
     """The identity the Authenticate middleware put on the request; none means refuse (fail closed)."""
     identity = scope_state.get("identity") if isinstance(scope_state, dict) else None
@@ -22,12 +27,13 @@ INVALID_KEY_MESSAGE = (
 )
 
 
-def denied(action: str) -> APIError:
-    return APIError(403, f"this key may not {action}", code="permission_denied")
+def denied(action: str) -> AccessDenied:
+    return AccessDenied(403, f"this key may not {action}", code="permission_denied")
 
 
-def knowledge_base_missing(name: str) -> APIError:
-    return APIError(404, f"knowledge base {name!r} does not exist", code="knowledge_base_not_found")
+def knowledge_base_missing(name: str) -> AccessDenied:
+    """The same body as a knowledge base that does not exist."""
+    return AccessDenied(404, f"knowledge base {name!r} does not exist", code="knowledge_base_not_found")
 
 
 def require_admin(identity: Identity, action: str) -> None:

@@ -10,9 +10,10 @@ from fastapi.responses import JSONResponse
 
 from deployments.config import Limits
 from deployments.gateway import protocol, services
-from deployments.gateway.auth.identity import Identity, hashed
+from deployments.gateway.auth.identity import hashed
 from deployments.gateway.auth.keys import KeyRecord
 from deployments.gateway.auth.permissions import identity_of, require_admin
+from deployments.gateway.errors import record_security_event
 from deployments.gateway.protocol import APIError, KeyCreate, KeyUpdate
 from deployments.gateway.redis_state import RedisUnavailable
 from deployments.gateway.routes import ERRORS, json_body
@@ -22,24 +23,9 @@ router = APIRouter()
 _LIMIT_FIELDS = ("rpm", "tpm", "daily_tokens")
 
 
-def _admin(request: Request, action: str) -> Identity:
-    identity = identity_of(request.scope.get("state"))
-    try:
-        require_admin(identity, action)
-    except APIError:
-        _log(request, identity, action, None, "denied_403")
-        raise
-    return identity
-
-
-def _log(request: Request, identity: Identity, action: str, target: str | None, outcome: str) -> None:
-    services.of(request).access.security.record(
-        trace_id=request.scope.get("state", {}).get("trace_id"),
-        identity=identity.hashed,
-        action=action,
-        target=target,
-        outcome=outcome,
-    )
+def _admin(request: Request, action: str) -> None:
+    # A refusal is written to the security log by the error handler.
+    require_admin(identity_of(request.scope.get("state")), action)
 
 
 def _not_found(key_id: str) -> APIError:
@@ -72,14 +58,14 @@ async def list_keys(request: Request) -> dict[str, Any]:
 
 @router.post("/v1/admin/keys", status_code=201, openapi_extra=json_body(KeyCreate), responses=ERRORS)
 async def create_key(request: Request) -> JSONResponse:
-    identity = _admin(request, "create keys")
+    _admin(request, "create keys")
     svc = services.of(request)
     parsed = protocol.key_create(await read_json(request, svc.config.gateway.max_body_bytes))
     limits = Limits(**{f: getattr(parsed, f) for f in _LIMIT_FIELDS})
     record, key = await _keys_call(
         svc.keys.create(parsed.name, parsed.role, parsed.knowledge_bases, limits, parsed.expires_days)
     )
-    _log(request, identity, "key.create", record.id, "ok")
+    record_security_event(request, "key.create", record.id, "ok")
     return JSONResponse({"object": "api_key", **record.public(), "key": key}, status_code=201)
 
 
@@ -94,7 +80,7 @@ async def get_key(key_id: str, request: Request) -> dict[str, Any]:
 
 @router.patch("/v1/admin/keys/{key_id}", openapi_extra=json_body(KeyUpdate), responses=ERRORS)
 async def update_key(key_id: str, request: Request) -> dict[str, Any]:
-    identity = _admin(request, "change keys")
+    _admin(request, "change keys")
     svc = services.of(request)
     parsed = protocol.key_update(await read_json(request, svc.config.gateway.max_body_bytes))
     changes: dict[str, Any] = {
@@ -110,15 +96,15 @@ async def update_key(key_id: str, request: Request) -> dict[str, Any]:
     record = await _keys_call(svc.keys.update(key_id, **changes)) if key_id.isalnum() else None
     if record is None:
         raise _not_found(key_id)
-    _log(request, identity, "key.update", key_id, "ok")
+    record_security_event(request, "key.update", key_id, "ok")
     return {"object": "api_key", **record.public()}
 
 
 @router.delete("/v1/admin/keys/{key_id}", responses=ERRORS)
 async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
-    identity = _admin(request, "revoke keys")
+    _admin(request, "revoke keys")
     record = await _keys_call(services.of(request).keys.revoke(key_id)) if key_id.isalnum() else None
     if record is None:
         raise _not_found(key_id)
-    _log(request, identity, "key.revoke", key_id, "ok")
+    record_security_event(request, "key.revoke", key_id, "ok")
     return {"object": "api_key", "id": key_id, "revoked": True}

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from deployments.gateway import protocol, services
 from deployments.gateway.auth.identity import Identity
 from deployments.gateway.auth.permissions import identity_of, require_admin, require_edit, require_read
+from deployments.gateway.errors import record_security_event
 from deployments.gateway.protocol import (
     APIError,
     Deleted,
@@ -37,25 +38,6 @@ async def _body(request: Request) -> dict[str, Any]:
 
 def _caller(request: Request) -> Identity:
     return identity_of(request.scope.get("state"))
-
-
-def _audit_admin(request: Request, identity: Identity, action: str, target: str, outcome: str) -> None:
-    services.of(request).access.security.record(
-        trace_id=request.scope.get("state", {}).get("trace_id"),
-        identity=identity.hashed,
-        action=action,
-        target=target,
-        outcome=outcome,
-    )
-
-
-def _checked(request: Request, check: Any, identity: Identity, name: str, action: str) -> None:
-    """`check(identity, name)`, with a refusal written to the security log."""
-    try:
-        check(identity, name)
-    except APIError as exc:
-        _audit_admin(request, identity, action, name, f"denied_{exc.status}")
-        raise
 
 
 @router.post(
@@ -97,17 +79,17 @@ async def list_knowledge_bases(request: Request) -> dict[str, Any]:
 )
 async def create_knowledge_base(request: Request) -> JSONResponse:
     identity = _caller(request)
-    _checked(request, lambda i, _: require_admin(i, "create knowledge bases"), identity, "", "kb.create")
+    require_admin(identity, "create knowledge bases")
     parsed = protocol.knowledge_base_create(await _body(request))
     kb = services.of(request).knowledge
     try:
         created = await kb.store("create_kb", parsed.name, parsed.description, parsed.source_folder)
     except APIError as exc:
-        _audit_admin(request, identity, "kb.create", parsed.name, f"refused_{exc.code}")
+        record_security_event(request, "kb.create", parsed.name, f"refused_{exc.code}")
         raise
-    _audit_admin(request, identity, "kb.create", parsed.name, "ok")
+    record_security_event(request, "kb.create", parsed.name, "ok")
     if parsed.source_folder is not None:
-        _audit_admin(request, identity, "kb.source_folder", parsed.name, "ok")
+        record_security_event(request, "kb.source_folder", parsed.name, "ok")
     return JSONResponse(created, status_code=201)
 
 
@@ -115,10 +97,10 @@ async def create_knowledge_base(request: Request) -> JSONResponse:
 async def delete_knowledge_base(name: str, request: Request) -> dict[str, Any]:
     identity = _caller(request)
     protocol.check_kb_name(name)
-    _checked(request, require_read, identity, name, "kb.delete")
-    _checked(request, lambda i, _: require_admin(i, "delete knowledge bases"), identity, name, "kb.delete")
+    require_read(identity, name)
+    require_admin(identity, "delete knowledge bases")
     await services.of(request).knowledge.store("delete_kb", name)
-    _audit_admin(request, identity, "kb.delete", name, "ok")
+    record_security_event(request, "kb.delete", name, "ok")
     return {"name": name, "deleted": True}
 
 
@@ -153,7 +135,7 @@ async def upload_documents(name: str, request: Request) -> dict[str, Any]:
     svc = services.of(request)
     kb = svc.knowledge
     protocol.check_kb_name(name)
-    _checked(request, require_edit, _caller(request), name, "kb.upload")
+    require_edit(_caller(request), name)
     limit = max(svc.config.gateway.max_body_bytes, kb.settings.max_file_bytes)
     declared = request.headers.get("content-length") or "0"
     if declared.isdigit() and int(declared) > limit:
@@ -177,7 +159,7 @@ async def upload_documents(name: str, request: Request) -> dict[str, Any]:
 async def delete_document(name: str, document: str, request: Request) -> dict[str, Any]:
     kb = services.of(request).knowledge
     protocol.check_kb_name(name)
-    _checked(request, require_edit, _caller(request), name, "kb.delete_document")
+    require_edit(_caller(request), name)
     if not await kb.store("delete_document", name, document):
         raise APIError(
             404,
