@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import Stack
-
-BOUND_S = 60  # how long a change may take to show up in search (as tests/integration/test_folder_sync.py)
+from tests.integration.test_folder_sync import wait_for
 
 
 def sources_root(stack: Stack) -> Path:
@@ -76,13 +75,6 @@ def documents(stack: Stack, kb: str) -> httpx.Response:
     return resp
 
 
-def wait_for(check: Callable[[], bool], what: str) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < BOUND_S:
-        if check():
-            return time.monotonic() - start
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not seen within {BOUND_S}s")
 
 
 @pytest.fixture

@@ -84,7 +84,17 @@ class Authenticate:
             await self.inner(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        trace_id = state.get("trace_id")
+
+        def log_refusal(outcome: str, identity: str | None = None, **detail: Any) -> None:
+            access.security.record(
+                trace_id=state.get("trace_id"),
+                identity=identity,
+                action=f"{scope['method']} {scope['path']}",
+                target=None,
+                outcome=outcome,
+                **detail,
+            )
+
         try:
             credential = bearer(headers)
             if not credential:
@@ -93,29 +103,13 @@ class Authenticate:
         except AuthFailed as exc:
             address = client_address(headers, scope.get("client"))
             delay = await access.guard.failed(address)
-            access.security.record(
-                trace_id=trace_id,
-                identity=None,
-                action=f"{scope['method']} {scope['path']}",
-                target=None,
-                outcome="denied_401",
-                reason=exc.reason,
-                address=address,
-                slowed=delay > 0,
-            )
+            log_refusal("denied_401", reason=exc.reason, address=address, slowed=delay > 0)
             if delay:
                 await asyncio.sleep(delay)
             await _refuse(send, APIError(401, INVALID_KEY_MESSAGE, code="invalid_api_key"))
             return
         except NotPermitted:
-            access.security.record(
-                trace_id=trace_id,
-                identity=None,
-                action=f"{scope['method']} {scope['path']}",
-                target=None,
-                outcome="denied_403",
-                reason="token maps to no role",
-            )
+            log_refusal("denied_403", reason="token maps to no role")
             await _refuse(send, APIError(403, "this token grants no raychat role", code="permission_denied"))
             return
         except AuthUnavailable:
@@ -131,14 +125,7 @@ class Authenticate:
             return
         decision = await access.quotas.admit(identity)
         if decision.refused is not None:
-            access.security.record(
-                trace_id=trace_id,
-                identity=identity.hashed,
-                action=f"{scope['method']} {scope['path']}",
-                target=None,
-                outcome="denied_429",
-                limit=decision.refused,
-            )
+            log_refusal("denied_429", identity.hashed, limit=decision.refused)
             kind = "tokens" if decision.refused == "daily_tokens" else decision.refused
             await _refuse(
                 send,

@@ -6,11 +6,15 @@ schemas; `json_body` declares them for the published OpenAPI document from the p
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from deployments.gateway.protocol import ErrorResponse
+from deployments.gateway.protocol import APIError, ErrorResponse
+from deployments.gateway.redis_state import RedisUnavailable
+
+T = TypeVar("T")
 
 BODY_MODELS: list[type[BaseModel]] = []
 
@@ -21,6 +25,16 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
         BODY_MODELS.append(model)
     ref = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+async def redis_backed(call: Awaitable[T], what: str, code: str) -> T:
+    """`call`, or a 503 with Retry-After when Redis (which holds `what`) cannot be reached."""
+    try:
+        return await call
+    except RedisUnavailable as exc:
+        raise APIError(
+            503, f"the {what} is unavailable; retry shortly", code=code, headers={"Retry-After": "2"}
+        ) from exc
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -3,6 +3,7 @@ answer to its creation; every change goes to the security log."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,8 +16,7 @@ from deployments.gateway.auth.keys import KeyRecord
 from deployments.gateway.auth.permissions import identity_of, require_admin
 from deployments.gateway.errors import record_security_event
 from deployments.gateway.protocol import APIError, KeyCreate, KeyUpdate
-from deployments.gateway.redis_state import RedisUnavailable
-from deployments.gateway.routes import ERRORS, json_body
+from deployments.gateway.routes import ERRORS, T, json_body, redis_backed
 from deployments.gateway.stages.parse import json_body as read_json
 
 router = APIRouter()
@@ -32,16 +32,8 @@ def _not_found(key_id: str) -> APIError:
     return APIError(404, f"API key {key_id!r} does not exist", param="id", code="key_not_found")
 
 
-async def _keys_call(call: Any) -> Any:
-    try:
-        return await call
-    except RedisUnavailable as exc:
-        raise APIError(
-            503,
-            "the key store is unavailable; retry shortly",
-            code="auth_unavailable",
-            headers={"Retry-After": "2"},
-        ) from exc
+async def _keys_call(call: Awaitable[T]) -> T:
+    return await redis_backed(call, "key store", "auth_unavailable")
 
 
 async def _with_usage(request: Request, records: list[KeyRecord]) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -9,8 +10,7 @@ from fastapi import APIRouter, Request
 from deployments.gateway import services
 from deployments.gateway.auth.permissions import identity_of
 from deployments.gateway.protocol import APIError, Deleted, Session, check_session_id
-from deployments.gateway.redis_state import RedisUnavailable
-from deployments.gateway.routes import ERRORS
+from deployments.gateway.routes import ERRORS, T, redis_backed
 
 router = APIRouter()
 
@@ -21,16 +21,8 @@ def _not_found(session_id: str) -> APIError:
     )
 
 
-async def _session_call(call: Any) -> Any:
-    try:
-        return await call
-    except RedisUnavailable as exc:
-        raise APIError(
-            503,
-            "the session store is unavailable; retry shortly",
-            code="session_store_unavailable",
-            headers={"Retry-After": "2"},
-        ) from exc
+async def _session_call(call: Awaitable[T]) -> T:
+    return await redis_backed(call, "session store", "session_store_unavailable")
 
 
 @router.get("/v1/sessions/{session_id}", response_model=Session, responses=ERRORS)
