@@ -33,7 +33,6 @@ ADMIN_NAME = "admin"
 SERVICE_NAME = "raychat-service"
 # raychat's own tools (Locust tiers, benchmarks, batch jobs) send far more than a person.
 SERVICE_LIMITS = Limits(rpm=1_000_000, tpm=1_000_000_000)
-LIMIT_FIELDS = ("rpm", "tpm", "daily_tokens")
 
 
 def _run(settings: RaychatSettings, work: Callable[[KeyStore], Awaitable[T]]) -> T:
@@ -146,19 +145,8 @@ def _command(settings: RaychatSettings, args: Any) -> int:
     if args.keys_command == "revoke":
         return _done(settings, "key.revoke", args.id, _run(settings, lambda s: s.revoke(args.id)))
     update = key_update(_body(args))
-    given = update.model_fields_set
-    changes: dict[str, Any] = {f: getattr(update, f) for f in given if f not in LIMIT_FIELDS}
-
-    async def apply(store: KeyStore) -> KeyRecord | None:
-        current = await store.get(args.id)
-        if current is None:
-            return None
-        if given & set(LIMIT_FIELDS):
-            limits = current.limits.model_dump() | {f: getattr(update, f) for f in LIMIT_FIELDS if f in given}
-            changes["limits"] = Limits(**limits)
-        return await store.update(args.id, **changes)
-
-    return _done(settings, "key.update", args.id, _run(settings, apply))
+    changes = {f: getattr(update, f) for f in update.model_fields_set}
+    return _done(settings, "key.update", args.id, _run(settings, lambda s: s.update(args.id, **changes)))
 
 
 def _done(settings: RaychatSettings, action: str, key_id: str, record: KeyRecord | None) -> int:

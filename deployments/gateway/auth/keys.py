@@ -21,6 +21,7 @@ from deployments.gateway.redis_state import RedisState
 
 KEY_PATTERN = re.compile(r"rc-([0-9a-f]{12})\.([A-Za-z0-9_-]{43})")
 DAY_S = 86400
+LIMIT_FIELDS = ("rpm", "tpm", "daily_tokens")
 
 
 class KeyRecord(BaseModel):
@@ -141,10 +142,14 @@ class KeyStore:
         return sorted((KeyRecord.model_validate_json(raw) for raw in raws if raw), key=lambda r: r.created)
 
     async def update(self, key_id: str, **changes: Any) -> KeyRecord | None:
-        """Changes name, role, knowledge_bases, limits or expires; None when there is no such key."""
+        """Changes name, role, knowledge_bases, expires_days and any of the limits (rpm, tpm,
+        daily_tokens; the others kept); None when there is no such key."""
         record = await self.get(key_id)
         if record is None:
             return None
+        limits = {f: changes.pop(f) for f in LIMIT_FIELDS if f in changes}
+        if limits:
+            changes["limits"] = record.limits.model_copy(update=limits)
         if "expires_days" in changes:
             days = changes.pop("expires_days")
             changes["expires"] = time.time() + days * DAY_S if days else None

@@ -3,7 +3,7 @@ answer to its creation; every change goes to the security log."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from deployments.config import Limits
 from deployments.gateway import protocol, services
 from deployments.gateway.auth.identity import hashed
-from deployments.gateway.auth.keys import KeyRecord
+from deployments.gateway.auth.keys import LIMIT_FIELDS, KeyRecord
 from deployments.gateway.auth.permissions import identity_of, require_admin
 from deployments.gateway.errors import record_security_event
 from deployments.gateway.protocol import APIError, KeyCreate, KeyUpdate
@@ -20,7 +20,6 @@ from deployments.gateway.routes import ERRORS, T, json_body, redis_backed
 from deployments.gateway.stages.parse import json_body as read_json
 
 router = APIRouter()
-_LIMIT_FIELDS = ("rpm", "tpm", "daily_tokens")
 
 
 def _admin(request: Request, action: str) -> None:
@@ -28,8 +27,12 @@ def _admin(request: Request, action: str) -> None:
     require_admin(identity_of(request.scope.get("state")), action)
 
 
-def _not_found(key_id: str) -> APIError:
-    return APIError(404, f"API key {key_id!r} does not exist", param="id", code="key_not_found")
+async def _existing(key_id: str, call: Callable[[str], Awaitable[KeyRecord | None]]) -> KeyRecord:
+    """`call(key_id)`'s record, or 404 for an id that names no key (or is no id at all)."""
+    record = await _keys_call(call(key_id)) if key_id.isalnum() else None
+    if record is None:
+        raise APIError(404, f"API key {key_id!r} does not exist", param="id", code="key_not_found")
+    return record
 
 
 async def _keys_call(call: Awaitable[T]) -> T:
@@ -53,7 +56,7 @@ async def create_key(request: Request) -> JSONResponse:
     _admin(request, "create keys")
     svc = services.of(request)
     parsed = protocol.key_create(await read_json(request, svc.config.gateway.max_body_bytes))
-    limits = Limits(**{f: getattr(parsed, f) for f in _LIMIT_FIELDS})
+    limits = Limits(**{f: getattr(parsed, f) for f in LIMIT_FIELDS})
     record, key = await _keys_call(
         svc.keys.create(parsed.name, parsed.role, parsed.knowledge_bases, limits, parsed.expires_days)
     )
@@ -64,9 +67,7 @@ async def create_key(request: Request) -> JSONResponse:
 @router.get("/v1/admin/keys/{key_id}", responses=ERRORS)
 async def get_key(key_id: str, request: Request) -> dict[str, Any]:
     _admin(request, "read keys")
-    record = await _keys_call(services.of(request).keys.get(key_id)) if key_id.isalnum() else None
-    if record is None:
-        raise _not_found(key_id)
+    record = await _existing(key_id, services.of(request).keys.get)
     return (await _with_usage(request, [record]))[0]
 
 
@@ -75,19 +76,8 @@ async def update_key(key_id: str, request: Request) -> dict[str, Any]:
     _admin(request, "change keys")
     svc = services.of(request)
     parsed = protocol.key_update(await read_json(request, svc.config.gateway.max_body_bytes))
-    changes: dict[str, Any] = {
-        f: getattr(parsed, f) for f in parsed.model_fields_set if f not in _LIMIT_FIELDS
-    }
-    if set(_LIMIT_FIELDS) & parsed.model_fields_set:
-        current = await _keys_call(svc.keys.get(key_id)) if key_id.isalnum() else None
-        if current is None:
-            raise _not_found(key_id)
-        limits = current.limits.model_dump()
-        limits.update({f: getattr(parsed, f) for f in _LIMIT_FIELDS if f in parsed.model_fields_set})
-        changes["limits"] = Limits(**limits)
-    record = await _keys_call(svc.keys.update(key_id, **changes)) if key_id.isalnum() else None
-    if record is None:
-        raise _not_found(key_id)
+    changes = {f: getattr(parsed, f) for f in parsed.model_fields_set}
+    record = await _existing(key_id, lambda i: svc.keys.update(i, **changes))
     record_security_event(request, "key.update", key_id, "ok")
     return {"object": "api_key", **record.public()}
 
@@ -95,8 +85,6 @@ async def update_key(key_id: str, request: Request) -> dict[str, Any]:
 @router.delete("/v1/admin/keys/{key_id}", responses=ERRORS)
 async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
     _admin(request, "revoke keys")
-    record = await _keys_call(services.of(request).keys.revoke(key_id)) if key_id.isalnum() else None
-    if record is None:
-        raise _not_found(key_id)
+    await _existing(key_id, services.of(request).keys.revoke)
     record_security_event(request, "key.revoke", key_id, "ok")
     return {"object": "api_key", "id": key_id, "revoked": True}
