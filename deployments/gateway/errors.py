@@ -6,6 +6,7 @@ unexpected exception raises, into a response.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -82,3 +83,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
         return error_response(APIError(500, "internal error; see the gateway log", code="internal_error"))
+
+
+async def send_error(send: Any, error: APIError) -> None:
+    """The error as a response straight from ASGI middleware, before any route (or FastAPI) runs."""
+    body = json.dumps(error.body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if error.status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="raychat"'))
+    headers += [(k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

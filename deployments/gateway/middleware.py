@@ -4,11 +4,13 @@ for requests that no generation route audited itself (errors, knowledge-base rou
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from deployments.gateway.errors import send_error
+from deployments.gateway.protocol import APIError
 
 trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="-")
 
@@ -109,18 +111,8 @@ class RefuseControlCharacters:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
-            body = json.dumps(
-                {
-                    "error": {
-                        "message": "the request path holds a control character",
-                        "type": "invalid_request_error",
-                        "param": None,
-                        "code": "invalid_path",
-                    }
-                }
-            ).encode()
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            await send({"type": "http.response.start", "status": 400, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            await send_error(
+                send, APIError(400, "the request path holds a control character", code="invalid_path")
+            )
             return
         await self.inner(scope, receive, send)

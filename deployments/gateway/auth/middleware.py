@@ -8,7 +8,6 @@ to the security log. Failures from one address beyond a few a minute are answere
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from deployments.gateway.auth.identity import anonymous_admin
 from deployments.gateway.auth.permissions import INVALID_KEY_MESSAGE
 from deployments.gateway.auth.quotas import Quotas
 from deployments.gateway.auth.security_log import SecurityLog
+from deployments.gateway.errors import send_error
 from deployments.gateway.protocol import APIError
 
 log = logging.getLogger("raychat.auth")
@@ -69,7 +69,7 @@ class Authenticate:
         access = self.access()
         state = scope.setdefault("state", {})
         if access is None:
-            await _refuse(
+            await send_error(
                 send,
                 APIError(
                     503,
@@ -106,14 +106,16 @@ class Authenticate:
             log_refusal("denied_401", reason=exc.reason, address=address, slowed=delay > 0)
             if delay:
                 await asyncio.sleep(delay)
-            await _refuse(send, APIError(401, INVALID_KEY_MESSAGE, code="invalid_api_key"))
+            await send_error(send, APIError(401, INVALID_KEY_MESSAGE, code="invalid_api_key"))
             return
         except NotPermitted:
             log_refusal("denied_403", reason="token maps to no role")
-            await _refuse(send, APIError(403, "this token grants no raychat role", code="permission_denied"))
+            await send_error(
+                send, APIError(403, "this token grants no raychat role", code="permission_denied")
+            )
             return
         except AuthUnavailable:
-            await _refuse(
+            await send_error(
                 send,
                 APIError(
                     503,
@@ -127,7 +129,7 @@ class Authenticate:
         if decision.refused is not None:
             log_refusal("denied_429", identity.hashed, limit=decision.refused)
             kind = "tokens" if decision.refused == "daily_tokens" else decision.refused
-            await _refuse(
+            await send_error(
                 send,
                 APIError(
                     429,
@@ -147,13 +149,3 @@ class Authenticate:
             await send(message)
 
         await self.inner(scope, receive, send_with_limits)
-
-
-async def _refuse(send: Any, error: APIError) -> None:
-    body = json.dumps(error.body()).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if error.status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="raychat"'))
-    headers += [(k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
