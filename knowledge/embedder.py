@@ -6,6 +6,7 @@ requests across callers with @serve.batch). Vectors are L2-normalised, so cosine
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,9 +33,13 @@ class Embedder:
         torch.set_num_threads(threads)
         self.model_path = resolve_model_path(model)
         self.model = SentenceTransformer(self.model_path, device="cpu", local_files_only=True)
-        self.dim = int(self.model.get_sentence_embedding_dimension() or 0)
+        self.dim = int(self.model.get_embedding_dimension() or 0)
         self.batch_size = batch_size
         self.name = Path(self.model_path).name
+        # A Rust tokenizer keeps its padding and truncation settings on the instance, and encode() sets them
+        # on every call: counting tokens with the same instance from another thread (the Embedding
+        # deployment does both at once) corrupts a running encode. Counting gets its own instance.
+        self._counter = copy.deepcopy(self.model.tokenizer)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
@@ -49,7 +54,7 @@ class Embedder:
         return vectors.astype("float32").tolist()
 
     def count_tokens(self, texts: Sequence[str]) -> int:
-        tokenizer = self.model.tokenizer
+        tokenizer = self._counter
         limit = self.model.max_seq_length
         return sum(
             min(len(ids), limit) for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 from knowledge.embedder import Embedder
 
@@ -17,3 +18,25 @@ def test_bundled_model_embeds_and_counts_tokens() -> None:
     similar = sum(a * b for a, b in zip(embedder.embed(["water pump"])[0], vectors[0], strict=True))
     unrelated = sum(a * b for a, b in zip(embedder.embed(["birthday cake"])[0], vectors[0], strict=True))
     assert similar > unrelated
+
+
+def test_counting_tokens_while_embedding_in_another_thread_breaks_neither() -> None:
+    # The Embedding deployment counts a request's tokens while a batch is being embedded.
+    embedder = Embedder()
+    texts = ["the valve closes under high pressure " * 6, "pump"] * 4
+    errors: list[BaseException] = []
+
+    def embed() -> None:
+        for _ in range(60):
+            try:
+                assert len(embedder.embed(texts)) == len(texts)
+            except BaseException as exc:  # noqa: BLE001 - collected and reported below
+                errors.append(exc)
+
+    thread = threading.Thread(target=embed)
+    thread.start()
+    counts = set()
+    while thread.is_alive():
+        counts.add(embedder.count_tokens(texts[:2]))
+    thread.join()
+    assert errors == [] and len(counts) == 1
