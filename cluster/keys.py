@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cluster import redis_server
 from cluster.settings import RaychatSettings
 from deployments.config import Limits
 from deployments.gateway.auth.keys import KeyRecord, KeyStore, split
@@ -37,7 +38,7 @@ SERVICE_LIMITS = Limits(rpm=1_000_000, tpm=1_000_000_000)
 
 def _run(settings: RaychatSettings, work: Callable[[KeyStore], Awaitable[T]]) -> T:
     async def main() -> T:
-        redis = RedisState(settings.redis)
+        redis = RedisState(redis_server.client_settings(settings))
         try:
             return await work(KeyStore(redis, ensure_pepper(settings.secrets_dir)))
         finally:

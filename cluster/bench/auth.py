@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from cluster import credentials, local, processes
+from cluster import credentials, local, processes, redis_server
 from cluster.bench.cache import pct
 from cluster.settings import RaychatSettings, load_settings
 
@@ -78,7 +78,7 @@ def in_process_costs(settings: RaychatSettings, calls: int) -> dict[str, float]:
     assert key is not None
 
     async def measure() -> dict[str, float]:
-        redis = RedisState(settings.redis)
+        redis = RedisState(redis_server.client_settings(settings))
         auth = Authenticator(settings.auth, KeyStore(redis, read_pepper(settings.secrets_dir)))
         quotas = Quotas(redis)
         identity = await auth.identify(key)

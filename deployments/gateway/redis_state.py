@@ -12,15 +12,19 @@ the engine exactly when it is busiest.
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import valkey.asyncio as valkey
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
 from deployments.config import RedisSettings
+from deployments.gateway.auth.secrets import read_secret
 
 log = logging.getLogger("raychat.redis")
 T = TypeVar("T")
@@ -40,8 +44,7 @@ class RedisState:
         self._timeouts = 0
         self.client = valkey.Valkey.from_url(
             settings.url,
-            socket_timeout=settings.socket_timeout_s,
-            socket_connect_timeout=settings.socket_timeout_s,
+            **connect_kwargs(settings),
             decode_responses=True,
             health_check_interval=0,
             retry_on_timeout=False,
@@ -71,7 +74,7 @@ class RedisState:
             raise RedisUnavailable(f"Redis is unavailable: {type(exc).__name__}") from exc
         self._timeouts = 0
         if self._down_until is not None:
-            log.warning("Redis at %s is back", _safe_url(self.settings.url))
+            log.warning("Redis at %s is back", safe_url(self.settings.url))
             self._down_until = None
         return result
 
@@ -79,7 +82,7 @@ class RedisState:
         if self._down_until is None:
             log.warning(
                 "Redis at %s is unavailable (%s: %s); serving without cache, sessions refused",
-                _safe_url(self.settings.url),
+                safe_url(self.settings.url),
                 type(exc).__name__,
                 exc,
             )
@@ -87,9 +90,45 @@ class RedisState:
         self._down_until = self._clock() + self.settings.retry_interval_s
 
 
-def _safe_url(url: str) -> str:
-    """The URL without its password, for log lines."""
-    if "@" not in url:
+def read_password(path: Path) -> str:
+    """The password in `path` (its first line). The message names the file, never its content."""
+    value = read_secret(path)
+    if value is None:
+        raise FileNotFoundError(f"redis.password_file {path} is missing or empty")
+    return value.splitlines()[0]
+
+
+def connect_kwargs(settings: RedisSettings) -> dict[str, Any]:
+    """Keyword arguments for `valkey.Valkey.from_url(settings.url, ...)`, sync or asyncio: timeouts,
+    credentials and TLS. Every client raychat opens goes through here, so none forgets the CA or the
+    password. A user or password inside the URL wins over these (valkey applies the URL's options last)."""
+    kwargs: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout_s,
+        "socket_connect_timeout": settings.socket_timeout_s,
+    }
+    if settings.username is not None:
+        kwargs["username"] = settings.username
+    if settings.password_file is not None:
+        # Read once, here: the password lives in the client object, not in settings, logs or URLs.
+        kwargs["password"] = read_password(settings.password_file)
+    if urlsplit(settings.url).scheme == "rediss":
+        # Only for rediss: a plain connection class would reject ssl_* arguments.
+        kwargs.update(
+            ssl_cert_reqs="required",
+            # valkey-py does not check the name by default; a CA-signed certificate for another host
+            # must not pass.
+            ssl_check_hostname=True,
+            ssl_min_version=ssl.TLSVersion.TLSv1_2,
+        )
+        if settings.ca_file is not None:
+            kwargs["ssl_ca_certs"] = str(settings.ca_file)
+    return kwargs
+
+
+def safe_url(url: str) -> str:
+    """The URL without its credentials, for log lines and error messages."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
         return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
