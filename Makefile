@@ -13,11 +13,18 @@ export HF_HUB_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: install up down status test test-unit lint fuzz loadtest bench-engine bench-knowledge bench-cache bench-ingress bench-batch bench-multinode bench-auth
+.PHONY: install up down status test test-unit lint fuzz loadtest bench-engine bench-knowledge bench-cache bench-ingress bench-batch bench-multinode bench-auth bench-planes
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
+	@# Debian packages: nftables and iproute2 (`raychat firewall`, the network-namespace tests), curl.
+	@missing=""; for p in nftables:nft iproute2:ip curl:curl; do \
+		command -v $${p#*:} >/dev/null 2>&1 || missing="$$missing $${p%%:*}"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+		else echo "raychat: install these Debian packages as root:$$missing (firewall, network tests)"; fi; fi
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 ifeq ($(ENGINE),cpu)
@@ -80,6 +87,10 @@ bench-batch: install
 # auth and quota cost per request: cached answers through nginx, auth off then on
 bench-auth: install
 	$(BIN)/raychat bench auth
+
+# TLS, mTLS, Ray token and TLS, Redis TLS: streaming tok/s and TTFT, all off then all on
+bench-planes: install
+	$(BIN)/raychat bench planes
 
 bench-multinode: install
 	$(BIN)/raychat bench multinode

@@ -11,7 +11,7 @@ from cluster.model_store import ModelStoreError
 from cluster.processes import ProcessError
 from cluster.settings import SettingsError, load_settings
 
-BENCH_SUITES = ["engine", "knowledge", "cache", "ingress", "batch", "multinode", "auth"]
+BENCH_SUITES = ["engine", "knowledge", "cache", "ingress", "batch", "multinode", "auth", "planes"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,6 +57,24 @@ def _parser() -> argparse.ArgumentParser:
     from cluster import keys
 
     keys.add_parser(sub)
+    firewall = sub.add_parser(
+        "firewall", help="nftables rules for this node's role: print, --apply or --remove"
+    )
+    firewall.add_argument("--role", choices=["edge", "head", "worker"], help="what this machine runs")
+    firewall_action = firewall.add_mutually_exclusive_group()
+    firewall_action.add_argument(
+        "--apply", action="store_true", help="load the rules (root; replaces raychat's table)"
+    )
+    firewall_action.add_argument("--remove", action="store_true", help="delete raychat's nftables table")
+    ingress = sub.add_parser(
+        "ingress", help="only the ingress (Nginx/Traefik per ingress.kind): for an edge host of its own"
+    )
+    ingress.add_argument("action", choices=["start", "stop"])
+    sub.add_parser(
+        "ray-token",
+        help="make Ray's token data/secrets/ray.token (once, mode 0600) and print its path, for "
+        "ray-cluster.yaml and `ray job submit`",
+    )
     bench = sub.add_parser("bench", help="benchmarks: `raychat bench SUITE [...]`")
     bench.add_argument("suite", choices=BENCH_SUITES)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
@@ -157,6 +175,17 @@ def _run(args: argparse.Namespace, settings: object) -> int:
             if value is not None:
                 argv += [flag, value]
         return batch_chat.main(argv, settings=settings)
+    elif command == "firewall":
+        from cluster import firewall
+
+        return firewall.command(settings, args.role, load=args.apply, unload=args.remove)
+    elif command == "ingress":
+        return _ingress(settings, args.action)
+    elif command == "ray-token":
+        from cluster import planes
+
+        planes.ensure_ray_token(settings)
+        print(planes.ray_token_path(settings))
     elif command == "bench":
         import importlib
 
@@ -178,12 +207,35 @@ def _run(args: argparse.Namespace, settings: object) -> int:
     return 0
 
 
+def _ingress(settings: Any, action: str) -> int:
+    from cluster import local, planes
+
+    if action == "start":
+        for line in planes.prepare_edge(settings):
+            print(f"[raychat] {line}")
+    for module in local.ingress_modules(settings):
+        changed = module.start(settings) if action == "start" else module.stop(settings)
+        done = {"start": ("started", "already running"), "stop": ("stopped", "was not running")}[action]
+        print(f"{module.NAME}: {done[0] if changed else done[1]}")
+    return 0
+
+
 def print_welcome(settings: Any, url: str) -> None:
     """The URL, where the admin key is, and snippets that work as they are."""
     from cluster import local
 
     model = settings.llm.model_id
     print(f"\nraychat is up: {url}/v1  (OpenAI-compatible; model '{model}')\n")
+    https = settings.https_url()
+    if https is not None:
+        from cluster import tls
+
+        files = tls.paths(settings)
+        if settings.tls.site_cert is not None or not files.ca_cert.exists():
+            print(f"HTTPS: {https}/v1 (the site's certificate)\n")
+        else:
+            print(f"HTTPS: {https}/v1, with a certificate from raychat's private CA. To trust it:")
+            print(tls.trust_hint(files, https) + "\n")
     report = local.last_bootstrap
     body = f'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
     if report is None:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cluster import credentials
+from cluster import credentials, planes
 from cluster.settings import RaychatSettings
 
 LOADTESTS = Path(__file__).resolve().parent.parent / "loadtests"
@@ -69,6 +69,10 @@ def locust_env(settings: RaychatSettings, config: Path | None = None) -> dict[st
         env["RAYCHAT_API_KEY"] = key
     if config is not None:
         env["RAYCHAT_LOADTEST_CONFIG"] = str(config)
+    tls_options = planes.serve_client_options(settings)  # for `--ingress direct` with mTLS on
+    if tls_options:
+        env["RAYCHAT_TLS_CA_CERT"] = tls_options["verify"]
+        env["RAYCHAT_TLS_CLIENT_CERT"], env["RAYCHAT_TLS_CLIENT_KEY"] = tls_options["cert"]
     return env
 
 

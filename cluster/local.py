@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster import model_store, processes, ray_node, redis_server
+from cluster import model_store, planes, processes, ray_node, redis_server
 from cluster.ingress import nginx, traefik
 from cluster.ray_node import project_root, runtime_env_vars, say
 from cluster.settings import RaychatSettings
 from cluster.waiting import wait_until
 from deployments.config import temp_dir
+from deployments.gateway.redis_state import safe_url
 
 RAY_HEAD = "ray-head"
 _APP_RECORD = "app.json"
@@ -111,7 +112,11 @@ def deploy(settings: RaychatSettings, model_path: Path) -> bool:
 
     from deployments.app import build_app
 
-    app_config = settings.app_config(model_path).model_dump(mode="json")
+    # The Redis the app uses: a local server's TLS URL and password file (never the password itself).
+    app = settings.app_config(model_path)
+    app_config = app.model_copy(update={"redis": redis_server.client_settings(settings)}).model_dump(
+        mode="json"
+    )
     digest = _config_digest(app_config)
     record = settings.run_dir / _APP_RECORD
     previous = json.loads(record.read_text()).get("digest") if record.exists() else None
@@ -119,7 +124,7 @@ def deploy(settings: RaychatSettings, model_path: Path) -> bool:
         return False
     serve.start(
         proxy_location=settings.serve.proxy_location,
-        http_options={"host": settings.serve.host, "port": settings.serve.port},
+        http_options=planes.serve_http_options(settings),
     )
     say(f"deploying '{settings.serve.app_name}' (model {settings.llm.model_id}, profile {settings.profile})")
     failure: list[BaseException] = []
@@ -194,8 +199,10 @@ def up(settings: RaychatSettings) -> str:
         settings.llm.model_source, settings.data_dir / "models", expected_sha256=settings.llm.model_sha256
     )
     say(f"model: {model_path}")
+    for line in planes.prepare(settings):  # certificates and Ray's token: before any process uses them
+        say(line)
     if redis_server.start(settings):
-        say(f"valkey (Redis-compatible) started for {settings.redis.url}")
+        say(f"valkey (Redis-compatible) started for {redis_server.client_settings(settings).url}")
     global last_bootstrap
     if settings.auth.enabled:
         from cluster import keys
@@ -251,7 +258,7 @@ def status(settings: RaychatSettings) -> dict[str, Any]:
             for m in (nginx, traefik)
         },
         "redis": {
-            "url": settings.redis.url,
+            "url": safe_url(redis_server.client_settings(settings).url),
             "local_server": "running"
             if processes.is_running(settings.run_dir, redis_server.NAME)
             else "not started",

@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from cluster import processes, ray_node
+from cluster import planes, processes, ray_node, tls
 from cluster.ray_node import say
 from cluster.settings import RaychatSettings
 from cluster.waiting import WaitTimeout, wait_until
@@ -66,6 +66,7 @@ def join(
             f"node {name!r} is already running (pid file {processes.pid_file(settings.run_dir, service)})"
         )
     target = address or settings.ray_address
+    _check_credentials(settings)
     argv = ray_node.worker_argv(
         settings, address=target, name=name, num_gpus=num_gpus, num_cpus=num_cpus, resources=resources
     )
@@ -93,6 +94,23 @@ def join(
             f"node {name!r} did not join within {timeout:.0f}s{_raylet_failure(argv)}; see {log}"
         ) from exc
     return pid
+
+
+def _check_credentials(settings: RaychatSettings) -> None:
+    """A worker joins with the head's token (and Ray's TLS certificates); never makes its own."""
+    try:
+        if settings.ray.token_auth:
+            planes.ray_token(settings)
+    except planes.PlaneError as exc:
+        raise NodeError(str(exc)) from None
+    if settings.ray.use_tls:
+        files = tls.paths(settings)
+        missing = [p for p in (files.ca_cert, files.ray_cert, files.ray_key) if not p.exists()]
+        if missing:
+            raise NodeError(
+                f"ray.use_tls is on but {', '.join(map(str, missing))} is missing: copy the head's "
+                "data/tls/ca.crt, ray-node.crt and ray-node.key (mode 0600) to this machine's data dir"
+            )
 
 
 def _raylet_failure(argv: list[str]) -> str:

@@ -13,7 +13,7 @@ import socket
 import sys
 from pathlib import Path
 
-from cluster import processes
+from cluster import planes, processes
 from cluster.settings import RaychatSettings
 from deployments.config import socket_safe_dir, temp_dir
 
@@ -54,6 +54,8 @@ def runtime_env_vars(settings: RaychatSettings) -> dict[str, str]:
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         env["VLLM_HOST_IP"] = settings.ray.host
     env.update(settings.serve.env())
+    env.update(planes.ray_env(settings))
+    env.update(planes.serve_env(settings))
     return env
 
 

@@ -20,6 +20,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from cluster.plane_settings import FirewallSettings, TLSSettings, is_loopback
 from deployments.config import (
     AppConfig,
     AuthSettings,
@@ -54,6 +55,14 @@ class RaySettings(Section):
     object_store_memory_mb: int = Field(1024, ge=75)
     namespace: str = "raychat"
     start_timeout_s: float = Field(900, gt=0, description="how long `up` waits for the app to be ready")
+    token_auth: bool = Field(
+        True,
+        description="RAY_AUTH_MODE=token: GCS, the dashboard and the Jobs API refuse callers without the "
+        "token in <data_dir>/secrets/ray.token",
+    )
+    use_tls: bool = Field(
+        False, description="RAY_USE_TLS: Ray's gRPC channels over TLS with certificates from raychat's CA"
+    )
 
 
 class ServeSettings(Section):
@@ -86,8 +95,10 @@ class IngressSettings(Section):
 
     kind: Literal["nginx", "traefik", "both", "none"] = "nginx"
     host: str = "127.0.0.1"
-    nginx_port: int = Field(8080, ge=1, le=65535)
-    traefik_port: int = Field(8081, ge=1, le=65535)
+    nginx_port: int = Field(8080, ge=1, le=65535, description="plain HTTP; redirects to HTTPS off loopback")
+    traefik_port: int = Field(8081, ge=1, le=65535, description="plain HTTP; redirects to HTTPS off loopback")
+    nginx_https_port: int = Field(8443, ge=1, le=65535)
+    traefik_https_port: int = Field(8444, ge=1, le=65535)
     upstreams: list[str] = Field(default_factory=list, description="Serve proxies host:port; [] = serve's")
     read_timeout_s: float = Field(600, gt=0, description="long generations stream for minutes")
     connect_timeout_s: float = Field(5, gt=0)
@@ -119,6 +130,8 @@ class RaychatSettings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    tls: TLSSettings = Field(default_factory=TLSSettings)
+    firewall: FirewallSettings = Field(default_factory=FirewallSettings)
 
     @field_validator("data_dir")
     @classmethod
@@ -164,20 +177,37 @@ class RaychatSettings(BaseSettings):
         return self.data_dir / "secrets"
 
     @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
     def ray_address(self) -> str:
         return self.ray.address or f"{self.ray.host}:{self.ray.port}"
 
     @property
     def serve_url(self) -> str:
-        return f"http://{self.serve.host}:{self.serve.port}"
+        # With mTLS on, Serve's proxy speaks only HTTPS and wants the ingress's client certificate.
+        scheme = "https" if self.tls.enabled and self.tls.serve_mtls else "http"
+        return f"{scheme}://{self.serve.host}:{self.serve.port}"
 
     def public_url(self) -> str:
-        """The URL users are given: the first proxy in front, else Serve itself."""
-        if self.ingress.kind in ("nginx", "both"):
-            return f"http://{self.ingress.host}:{self.ingress.nginx_port}"
-        if self.ingress.kind == "traefik":
-            return f"http://{self.ingress.host}:{self.ingress.traefik_port}"
-        return self.serve_url
+        """The URL users are given: the first proxy in front, else Serve itself. Plain HTTP on loopback
+        (the quick start); HTTPS as soon as the ingress faces a network."""
+        ing = self.ingress
+        if ing.kind == "none":
+            return self.serve_url
+        nginx = ing.kind in ("nginx", "both")
+        if self.tls.enabled and not is_loopback(ing.host):
+            return f"https://{ing.host}:{ing.nginx_https_port if nginx else ing.traefik_https_port}"
+        return f"http://{ing.host}:{ing.nginx_port if nginx else ing.traefik_port}"
+
+    def https_url(self) -> str | None:
+        """The ingress's HTTPS URL, when TLS is on."""
+        ing = self.ingress
+        if not self.tls.enabled or ing.kind == "none":
+            return None
+        nginx = ing.kind in ("nginx", "both")
+        return f"https://{ing.host}:{ing.nginx_https_port if nginx else ing.traefik_https_port}"
 
     def app_config(self, model_path: Path) -> AppConfig:
         return AppConfig(

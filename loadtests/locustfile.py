@@ -8,7 +8,8 @@ embeddings and knowledge-base search, mixed by the weights in config.yaml.
 A 503 from backpressure (the LLM queue is full; the answer carries Retry-After) is a failure named
 "... [503 backpressure]", so it is counted apart from other failures rather than hidden.
 RAYCHAT_LOADTEST_CONFIG points at another config file. RAYCHAT_API_KEY, when set, is sent as a bearer token
-on every request (`raychat loadtest` sets it to the service key).
+on every request (`raychat loadtest` sets it to the service key); RAYCHAT_TLS_CA_CERT and
+RAYCHAT_TLS_CLIENT_CERT/KEY let it call Serve's mTLS port directly.
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ class RaychatUser(HttpUser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.client.headers.update(AUTH)
+        # Straight at Serve's port with mTLS on: raychat's CA and the ingress's client certificate.
+        if os.environ.get("RAYCHAT_TLS_CA_CERT"):
+            self.client.verify = os.environ["RAYCHAT_TLS_CA_CERT"]
+            self.client.cert = (os.environ["RAYCHAT_TLS_CLIENT_CERT"], os.environ["RAYCHAT_TLS_CLIENT_KEY"])
 
 
 class StreamedChatUser(RaychatUser):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import subprocess
 import sys
 import uuid
@@ -24,6 +25,7 @@ from tests import jwt_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 JWT_DIR = ROOT / ".test-data" / "jwt"
+TLS_DIR = ROOT / ".test-data" / "tls"
 
 TEST_ENV = {
     "RAYCHAT_DATA_DIR": str(ROOT / ".test-data"),
@@ -37,6 +39,8 @@ TEST_ENV = {
     "RAYCHAT_SERVE__PORT": "28000",
     "RAYCHAT_INGRESS__NGINX_PORT": "28080",
     "RAYCHAT_INGRESS__TRAEFIK_PORT": "28081",
+    "RAYCHAT_INGRESS__NGINX_HTTPS_PORT": "28443",
+    "RAYCHAT_INGRESS__TRAEFIK_HTTPS_PORT": "28444",
     "RAYCHAT_REDIS__URL": "redis://127.0.0.1:26379/0",
     "RAYCHAT_REDIS__RETRY_INTERVAL_S": "1",
     # Two gateway replicas: sessions, the LRU and metrics are tested across replicas.
@@ -71,11 +75,22 @@ TEST_ENV = {
 }
 
 
+def tls_context(*, client_certificate: bool = True) -> ssl.SSLContext:
+    """Trusts the stack's private CA (`up` made it in .test-data/tls) and, by default, presents the
+    ingress's client certificate, which Serve's port requires (mTLS); plain-HTTP URLs ignore both."""
+    context = ssl.create_default_context(cafile=str(TLS_DIR / "ca.crt"))
+    if client_certificate:
+        context.load_cert_chain(TLS_DIR / "ingress-client.crt", TLS_DIR / "ingress-client.key")
+    return context
+
+
 @dataclass
 class Stack:
     url: str  # the public URL `raychat up` printed (nginx)
     serve_url: str
     traefik_url: str
+    https_url: str  # nginx's HTTPS listener (the generated certificate, from the private CA)
+    traefik_https_url: str
     env: dict[str, str]
     up_output: str
     admin_key: str  # <data_dir>/secrets/admin.key, written by `raychat up`
@@ -90,12 +105,12 @@ class Stack:
     @cached_property
     def http(self) -> httpx.Client:
         """A client that sends the admin key; `stack.http.get(url)` as `httpx.get(url)`. Closed by `stack`."""
-        return httpx.Client(headers=self.headers, timeout=120)
+        return httpx.Client(headers=self.headers, timeout=120, verify=tls_context())
 
     @cached_property
     def anonymous(self) -> httpx.Client:
         """A client without credentials, for the tests of refusals. Closed by `stack`."""
-        return httpx.Client(timeout=120)
+        return httpx.Client(timeout=120, verify=tls_context())
 
     def openai_client(self) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.admin_key, max_retries=0, timeout=120)
@@ -132,8 +147,10 @@ def start_stack(env: dict[str, str]) -> Stack:
     secrets = Path(env["RAYCHAT_DATA_DIR"]) / "secrets"
     return Stack(
         url=match.group(1),
-        serve_url=f"http://127.0.0.1:{TEST_ENV['RAYCHAT_SERVE__PORT']}",
+        serve_url=f"https://127.0.0.1:{TEST_ENV['RAYCHAT_SERVE__PORT']}",
         traefik_url=f"http://127.0.0.1:{TEST_ENV['RAYCHAT_INGRESS__TRAEFIK_PORT']}",
+        https_url=f"https://127.0.0.1:{TEST_ENV['RAYCHAT_INGRESS__NGINX_HTTPS_PORT']}",
+        traefik_https_url=f"https://127.0.0.1:{TEST_ENV['RAYCHAT_INGRESS__TRAEFIK_HTTPS_PORT']}",
         env=env,
         up_output=result.stdout,
         admin_key=read_key(secrets / "admin.key"),

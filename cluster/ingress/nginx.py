@@ -7,7 +7,8 @@ import pwd
 import subprocess
 from pathlib import Path
 
-from cluster import processes
+from cluster import processes, tls
+from cluster.ingress import edge
 from cluster.settings import RaychatSettings
 
 NAME = "nginx"
@@ -48,6 +49,18 @@ def render(settings: RaychatSettings, prefix: Path) -> str:
         for u in upstreams(settings)
     )
     too_large = (_TOO_LARGE % limit).replace("'", "\\'")
+    routes = _routes(settings, too_large)
+    if not settings.tls.enabled:
+        listeners = _server(f"listen {ing.host}:{ing.nginx_port} backlog=4096;", routes)
+    else:
+        plain = routes if edge.plain_http_serves(settings) else _redirect(settings)
+        https_listen = f"listen {ing.host}:{ing.nginx_https_port} ssl backlog=4096;"
+        listeners = "\n".join(
+            [
+                _server(f"listen {ing.host}:{ing.nginx_port} backlog=4096;", plain),
+                _server(https_listen, _tls(settings) + routes),
+            ]
+        )
     return f"""# Rendered by raychat from settings; edits are overwritten by `raychat up`.
 daemon off;
 {_worker_user()}worker_processes {ing.worker_processes};
@@ -81,19 +94,74 @@ http {{
         keepalive_timeout 60s;
     }}
 
-    server {{
-        listen {ing.host}:{ing.nginx_port} backlog=4096;
-        error_page 413 = @too_large;
+{listeners}
+}}
+"""
+
+
+def _server(listen: str, body: str) -> str:
+    return f"""    server {{
+        {listen}
+{body}
+    }}
+"""
+
+
+def _redirect(settings: RaychatSettings) -> str:
+    # Off loopback plain HTTP carries nothing but the way to HTTPS: no key ever crosses the wire in clear.
+    port = settings.ingress.nginx_https_port
+    return f"""        location / {{
+            return 308 https://$host:{port}$request_uri;
+        }}
+"""
+
+
+def _tls(settings: RaychatSettings) -> str:
+    cert, key = edge.server_pair(settings)
+    return f"""        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols {" ".join(edge.PROTOCOLS)};
+        ssl_ciphers {":".join(edge.TLS12_CIPHERS)};
+        ssl_prefer_server_ciphers off;
+        ssl_session_cache shared:raychat_tls:10m;
+        ssl_session_timeout 1d;
+        ssl_session_tickets off;
+        add_header Strict-Transport-Security "max-age={settings.tls.hsts_max_age_s}" always;
+"""
+
+
+def _upstream_tls(settings: RaychatSettings) -> str:
+    """nginx's side of mTLS to Serve: present raychat's ingress client certificate, verify Serve's."""
+    if not edge.serve_mtls(settings):
+        return ""
+    files = tls.paths(settings)
+    return f"""            proxy_ssl_certificate {files.ingress_client_cert};
+            proxy_ssl_certificate_key {files.ingress_client_key};
+            proxy_ssl_trusted_certificate {files.ca_cert};
+            proxy_ssl_verify on;
+            proxy_ssl_verify_depth 2;
+            proxy_ssl_name {tls.SERVE_NAME};
+            proxy_ssl_server_name on;
+            proxy_ssl_protocols TLSv1.2 TLSv1.3;
+            proxy_ssl_session_reuse on;
+"""
+
+
+def _routes(settings: RaychatSettings, too_large: str) -> str:
+    ing = settings.ingress
+    scheme = "https" if edge.serve_mtls(settings) else "http"
+    return f"""        error_page 413 = @too_large;
         # Not a named location: nginx cannot redirect a request whose URI it failed to parse to one.
         error_page 400 /__raychat/bad_request;
 
         location / {{
-            proxy_pass http://raychat_serve;
-            proxy_http_version 1.1;
+            proxy_pass {scheme}://raychat_serve;
+{_upstream_tls(settings)}            proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $host;
             proxy_set_header X-Request-ID $request_id;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
             # The client's address as nginx saw it, replacing any the client sent: the gateway's
             # brute-force guard counts failed credentials per address.
             proxy_set_header X-Real-IP $remote_addr;
@@ -119,8 +187,6 @@ http {{
             default_type application/json;
             return 400 '{_BAD_REQUEST}';
         }}
-    }}
-}}
 """
 
 
@@ -159,7 +225,7 @@ def start(settings: RaychatSettings) -> bool:
         raise processes.ProcessError(f"nginx refused its config {conf}:\n{check.stderr}")
     processes.spawn(run_dir, NAME, argv, log_file=settings.logs_dir / "nginx.out")
     url = f"http://{settings.ingress.host}:{settings.ingress.nginx_port}/healthz"
-    processes.wait_http(url, timeout=30, ok=(200, 502, 503), what="nginx")
+    processes.wait_http(url, timeout=30, ok=(200, 308, 502, 503), what="nginx")
     return True
 
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from cluster import processes
+from cluster import processes, tls
+from cluster.ingress import edge
 from cluster.ingress.nginx import upstreams
 from cluster.settings import RaychatSettings
 from cluster.waiting import wait_until
@@ -27,21 +28,21 @@ def api_port(settings: RaychatSettings) -> int:
 def static_config(settings: RaychatSettings, dynamic_file: Path) -> dict[str, Any]:
     ing = settings.ingress
     timeout = f"{ing.read_timeout_s:.0f}s"
+    transport = {
+        "respondingTimeouts": {"readTimeout": timeout, "writeTimeout": timeout, "idleTimeout": "75s"}
+    }
+    entry_points: dict[str, Any] = {
+        "web": {"address": f"{ing.host}:{ing.traefik_port}", "transport": transport}
+    }
+    if settings.tls.enabled:
+        entry_points["websecure"] = {
+            "address": f"{ing.host}:{ing.traefik_https_port}",
+            "transport": transport,
+        }
+    entry_points["traefik"] = {"address": f"{ing.host}:{api_port(settings)}"}
     return {
         "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
-        "entryPoints": {
-            "web": {
-                "address": f"{ing.host}:{ing.traefik_port}",
-                "transport": {
-                    "respondingTimeouts": {
-                        "readTimeout": timeout,
-                        "writeTimeout": timeout,
-                        "idleTimeout": "75s",
-                    }
-                },
-            },
-            "traefik": {"address": f"{ing.host}:{api_port(settings)}"},
-        },
+        "entryPoints": entry_points,
         "api": {"insecure": True, "dashboard": False},
         "ping": {"entryPoint": "traefik"},
         "providers": {"file": {"filename": str(dynamic_file), "watch": False}},
@@ -60,6 +61,77 @@ UPLOAD_RULE = "Method(`POST`) && PathRegexp(`^/v1/knowledge_bases/[^/]+/document
 IDEMPOTENT_RULE = "Method(`GET`) || Method(`HEAD`) || Method(`OPTIONS`)"
 
 
+def _routers(settings: RaychatSettings) -> dict[str, Any]:
+    """Each router once per entry point that serves: `web` (plain HTTP, loopback quick start or TLS off)
+    and `websecure` (HTTPS, with HSTS). Off loopback with TLS on, `web` only redirects."""
+    limit_rules: dict[str, tuple[str, int, list[str]]] = {
+        "raychat-uploads": (UPLOAD_RULE, 30, ["body-limit"]),
+        "raychat-idempotent": (IDEMPOTENT_RULE, 20, ["retry"]),
+        "raychat": ("PathPrefix(`/`)", 10, []),
+    }
+    routers: dict[str, Any] = {}
+    for name, (rule, priority, middlewares) in limit_rules.items():
+        base = {"service": "raychat", "rule": rule, "priority": priority}
+        if edge.plain_http_serves(settings):
+            routers[name] = {
+                **base,
+                "entryPoints": ["web"],
+                **({"middlewares": middlewares} if middlewares else {}),
+            }
+        if settings.tls.enabled:
+            routers[f"{name}-tls"] = {
+                **base,
+                "entryPoints": ["websecure"],
+                "middlewares": [*middlewares, "hsts"],
+                "tls": {},
+            }
+    if not edge.plain_http_serves(settings):
+        routers["raychat-redirect"] = {
+            "entryPoints": ["web"],
+            "rule": "PathPrefix(`/`)",
+            "priority": 1,
+            "middlewares": ["to-https"],
+            "service": "noop@internal",
+        }
+    return routers
+
+
+def _tls_config(settings: RaychatSettings) -> dict[str, Any]:
+    cert, key = edge.server_pair(settings)
+    return {
+        "certificates": [{"certFile": str(cert), "keyFile": str(key)}],
+        "stores": {"default": {"defaultCertificate": {"certFile": str(cert), "keyFile": str(key)}}},
+        "options": {
+            "default": {
+                "minVersion": "VersionTLS12",
+                "cipherSuites": list(edge.TLS12_CIPHERS_IANA),
+                "sniStrict": False,
+            }
+        },
+    }
+
+
+def _servers_transport(settings: RaychatSettings) -> dict[str, Any]:
+    ing = settings.ingress
+    transport: dict[str, Any] = {
+        "maxIdleConnsPerHost": ing.keepalive_connections,
+        "forwardingTimeouts": {
+            "dialTimeout": f"{ing.connect_timeout_s:.0f}s",
+            "responseHeaderTimeout": f"{ing.read_timeout_s:.0f}s",
+            "idleConnTimeout": "60s",
+        },
+    }
+    if edge.serve_mtls(settings):
+        # Traefik's side of mTLS to Serve: its client certificate, and Serve's verified against our CA.
+        files = tls.paths(settings)
+        transport["serverName"] = tls.SERVE_NAME
+        transport["rootCAs"] = [str(files.ca_cert)]
+        transport["certificates"] = [
+            {"certFile": str(files.ingress_client_cert), "keyFile": str(files.ingress_client_key)}
+        ]
+    return transport
+
+
 def dynamic_config(settings: RaychatSettings) -> dict[str, Any]:
     """Three routers over one service. Uploads get the buffering middleware, the only way Traefik enforces
     a body limit (413), and it buffers whole responses too, so streams must not pass it. Idempotent
@@ -67,34 +139,25 @@ def dynamic_config(settings: RaychatSettings) -> dict[str, Any]:
     failed). Failover for everything else comes from the health checks taking a dead Serve proxy out."""
     ing = settings.ingress
     limit = settings.gateway.max_body_bytes
-    entry = {"entryPoints": ["web"], "service": "raychat"}
-    return {
+    scheme = "https" if edge.serve_mtls(settings) else "http"
+    middlewares: dict[str, Any] = {
+        "body-limit": {
+            "buffering": {"maxRequestBodyBytes": limit, "memRequestBodyBytes": min(limit, 2 << 20)}
+        },
+        "retry": {"retry": {"attempts": 2, "initialInterval": "50ms"}},
+        "hsts": {"headers": {"stsSeconds": settings.tls.hsts_max_age_s}},
+        "to-https": {
+            "redirectScheme": {"scheme": "https", "port": str(ing.traefik_https_port), "permanent": True}
+        },
+    }
+    config: dict[str, Any] = {
         "http": {
-            "routers": {
-                "raychat-uploads": {
-                    **entry,
-                    "rule": UPLOAD_RULE,
-                    "priority": 30,
-                    "middlewares": ["body-limit"],
-                },
-                "raychat-idempotent": {
-                    **entry,
-                    "rule": IDEMPOTENT_RULE,
-                    "priority": 20,
-                    "middlewares": ["retry"],
-                },
-                "raychat": {**entry, "rule": "PathPrefix(`/`)", "priority": 10},
-            },
-            "middlewares": {
-                "body-limit": {
-                    "buffering": {"maxRequestBodyBytes": limit, "memRequestBodyBytes": min(limit, 2 << 20)}
-                },
-                "retry": {"retry": {"attempts": 2, "initialInterval": "50ms"}},
-            },
+            "routers": _routers(settings),
+            "middlewares": middlewares,
             "services": {
                 "raychat": {
                     "loadBalancer": {
-                        "servers": [{"url": f"http://{u}"} for u in upstreams(settings)],
+                        "servers": [{"url": f"{scheme}://{u}"} for u in upstreams(settings)],
                         "passHostHeader": True,
                         # SSE: forward every chunk at once.
                         "responseForwarding": {"flushInterval": "1ms"},
@@ -108,18 +171,12 @@ def dynamic_config(settings: RaychatSettings) -> dict[str, Any]:
                     }
                 }
             },
-            "serversTransports": {
-                "raychat": {
-                    "maxIdleConnsPerHost": ing.keepalive_connections,
-                    "forwardingTimeouts": {
-                        "dialTimeout": f"{ing.connect_timeout_s:.0f}s",
-                        "responseHeaderTimeout": f"{ing.read_timeout_s:.0f}s",
-                        "idleConnTimeout": "60s",
-                    },
-                }
-            },
+            "serversTransports": {"raychat": _servers_transport(settings)},
         }
     }
+    if settings.tls.enabled:
+        config["tls"] = _tls_config(settings)
+    return config
 
 
 def server_status(settings: RaychatSettings) -> dict[str, str]:
@@ -146,7 +203,8 @@ def wait_routes(settings: RaychatSettings, timeout: float = 30) -> None:
                 routers = json.loads(resp.read())
         except OSError:
             return False
-        return any(r.get("name", "").startswith("raychat@") and r.get("status") == "enabled" for r in routers)
+        names = {r.get("name", "") for r in routers if r.get("status") == "enabled"}
+        return bool(names & {"raychat@file", "raychat-tls@file"})
 
     what = "traefik's routes load"
     wait_until(loaded, timeout_s=timeout, interval_s=0.3, what=what, error=processes.ProcessTimeout)

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Stack
+from tests.conftest import Stack, tls_context
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def call(
     url: str, method: str, credential: str | None, headers_extra: dict[str, str] | None = None, **kwargs: Any
 ) -> httpx.Response:
     headers = bearer(credential) | (headers_extra or {})
-    return httpx.request(method, url, headers=headers, timeout=120, **kwargs)
+    return httpx.request(method, url, headers=headers, timeout=120, verify=tls_context(), **kwargs)
 
 
 def jsonl(path: Path) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -135,6 +136,7 @@ def head() -> Iterator[Head]:
         # mode-700 home, e.g. /root/.pyenv).
         python = Path(os.path.realpath(ROOT / ".venv" / "bin" / "python"))
         grants.grant_for(ROOT / ".venv" / "bin" / "ray", python, python.parent.parent / "lib")
+        place_ray_token(user)
         server = sshd.Sshd(workdir / "sshd", user.name, sshd.free_port(28222)).start()
         machine = Head(user, key, server.port, workdir, server)
         check = subprocess.run(
@@ -168,13 +170,25 @@ def head() -> Iterator[Head]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def place_ray_token(user: sshd.LoginUser) -> None:
+    """What ray-cluster.yaml's file mount does: a token at Ray's default path in the user's home, 0600."""
+    ray_dir = user.home / ".ray"
+    ray_dir.mkdir(mode=0o700, exist_ok=True)
+    token = ray_dir / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    for path in (ray_dir, token):
+        os.chown(path, user.uid, user.gid)
+
+
 def render_config(head: Head) -> Path:
     """The project's ray-cluster.yaml, pointed at this machine, with test ports and sizes."""
     project = yaml.safe_load((ROOT / "ray-cluster.yaml").read_text())
     for command in [*project["head_start_ray_commands"], *project["worker_start_ray_commands"]]:
         assert "ray stop" not in command  # it would end other Ray instances on the machine
     [start] = project["head_start_ray_commands"]
-    for part in ("cd ~/raychat", "RAY_USAGE_STATS_ENABLED=0 .venv/bin/ray start --head", "--port=6380"):
+    assert project["file_mounts"]["~/.ray/auth_token"] == "data/secrets/ray.token"
+    for part in ("cd ~/raychat", "RAY_AUTH_MODE=token .venv/bin/ray start --head", "--port=6380"):
         assert part in start, (part, start)
     test_flags = (
         f"--port={HEAD_PORT} --node-ip-address=127.0.0.1 --dashboard-port={DASHBOARD_PORT}"

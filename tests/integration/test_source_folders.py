@@ -75,8 +75,6 @@ def documents(stack: Stack, kb: str) -> httpx.Response:
     return resp
 
 
-
-
 @pytest.fixture
 def secret(tmp_path: Path) -> tuple[Path, str]:
     """A file outside every root, with a marker no document of the test stack contains."""

@@ -22,13 +22,13 @@ def ensure_dir(directory: Path) -> Path:
     return directory
 
 
-def write_secret(path: Path, value: str) -> None:
+def write_secret(path: Path, value: str, *, newline: bool = True) -> None:
     """Writes `value` with mode 0600 from the first byte (never readable by others, even briefly)."""
     ensure_dir(path.parent)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(value + "\n")
+        handle.write(value + ("\n" if newline else ""))
     os.replace(tmp, path)
 
 

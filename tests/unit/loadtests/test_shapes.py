@@ -83,7 +83,7 @@ def test_locust_command_and_targets(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path)
     assert loadtest.target_url(settings, "nginx") == "http://127.0.0.1:8080"
     assert loadtest.target_url(settings, "traefik") == "http://127.0.0.1:8081"
-    assert loadtest.target_url(settings, "direct") == "http://127.0.0.1:8000"
+    assert loadtest.target_url(settings, "direct") == "https://127.0.0.1:8000"  # mTLS to Serve
     argv = loadtest.locust_command("http://h", tmp_path / "r", users=20, duration="20s", user_classes=["A"])
     assert argv[-1] == "A" and "--headless" in argv and argv[argv.index("-u") + 1] == "20"
     shaped = loadtest.locust_command("http://h", tmp_path / "r")

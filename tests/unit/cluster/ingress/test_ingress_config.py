@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from cluster import tls
 from cluster.ingress import nginx, traefik
-from cluster.settings import load_settings
+from cluster.settings import RaychatSettings, load_settings
 
 
 @pytest.fixture
@@ -17,7 +18,10 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[n
     )
 
 
-def test_nginx_config_is_accepted_by_nginx(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])  # off loopback: only redirects
+def test_nginx_config_is_accepted_by_nginx(settings, tmp_path: Path, host: str) -> None:  # type: ignore[no-untyped-def]
+    settings.ingress.host = host
+    tls.ensure(settings)  # the certificates it names must exist for `nginx -t`
     prefix = tmp_path / "nginx"
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (prefix / sub).mkdir(parents=True)
@@ -55,7 +59,14 @@ def test_traefik_config_from_same_settings(settings, tmp_path: Path) -> None:  #
     assert static["global"] == {"checkNewVersion": False, "sendAnonymousUsage": False}
     assert static["entryPoints"]["web"]["address"] == "127.0.0.1:8081"
     servers = traefik.dynamic_config(settings)["http"]["services"]["raychat"]["loadBalancer"]["servers"]
-    assert [s["url"] for s in servers] == ["http://127.0.0.1:8000", "http://127.0.0.1:8001"]
+    # mTLS to Serve: HTTPS, Traefik's client certificate, Serve's checked against raychat's CA by name
+    assert [s["url"] for s in servers] == ["https://127.0.0.1:8000", "https://127.0.0.1:8001"]
+    transport = traefik.dynamic_config(settings)["http"]["serversTransports"]["raychat"]
+    files = tls.paths(settings)
+    assert transport["serverName"] == tls.SERVE_NAME and transport["rootCAs"] == [str(files.ca_cert)]
+    assert transport["certificates"] == [
+        {"certFile": str(files.ingress_client_cert), "keyFile": str(files.ingress_client_key)}
+    ]
 
 
 def test_traefik_routes_uploads_through_the_body_limit_only(settings) -> None:  # type: ignore[no-untyped-def]
@@ -95,3 +106,56 @@ def test_nginx_workers_run_as_the_user_who_runs_raychat(settings, tmp_path: Path
         assert f"user {pwd.getpwuid(0).pw_name};" in text
     else:
         assert "\nuser " not in text
+
+
+def _listen_blocks(text: str) -> dict[str, str]:
+    """Each `server { ... }` block of the rendered config by its listen line."""
+    blocks = text.split("    server {")[1:]
+    return {block.split("listen ", 1)[1].split(";", 1)[0]: block for block in blocks}
+
+
+def test_nginx_https_listener_with_hsts_modern_tls_and_mtls_upstream(settings) -> None:  # type: ignore[no-untyped-def]
+    blocks = _listen_blocks(nginx.render(settings, Path("/p")))
+    https = blocks["127.0.0.1:8443 ssl backlog=4096"]
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in https and "RC4" not in https and "CBC" not in https
+    assert 'add_header Strict-Transport-Security "max-age=31536000" always;' in https
+    files = tls.paths(settings)
+    assert f"ssl_certificate {files.server_cert};" in https
+    for block in blocks.values():  # both listeners reach Serve over mTLS
+        assert "proxy_pass https://raychat_serve;" in block
+        assert f"proxy_ssl_certificate {files.ingress_client_cert};" in block
+        assert "proxy_ssl_verify on;" in block and f"proxy_ssl_name {tls.SERVE_NAME};" in block
+        assert "proxy_buffering off;" in block  # streams stay unbuffered
+
+
+def test_plain_http_only_redirects_off_loopback(settings: RaychatSettings) -> None:
+    loopback = _listen_blocks(nginx.render(settings, Path("/p")))["127.0.0.1:8080 backlog=4096"]
+    assert "proxy_pass" in loopback  # the quick start on loopback
+    settings.ingress.host = "10.0.0.5"
+    plain = _listen_blocks(nginx.render(settings, Path("/p")))["10.0.0.5:8080 backlog=4096"]
+    assert "proxy_pass" not in plain and "return 308 https://$host:8443$request_uri;" in plain
+    routers = traefik.dynamic_config(settings)["http"]["routers"]
+    assert [name for name, r in routers.items() if "web" in r["entryPoints"]] == ["raychat-redirect"]
+    assert routers["raychat-redirect"]["middlewares"] == ["to-https"]
+    assert all("hsts" in r["middlewares"] for name, r in routers.items() if name.endswith("-tls"))
+
+
+def test_tls_off_is_plain_http_everywhere(settings: RaychatSettings) -> None:
+    settings.tls.enabled = False
+    text = nginx.render(settings, Path("/p"))
+    assert " ssl" not in text and "proxy_pass http://raychat_serve;" in text and "proxy_ssl" not in text
+    config = traefik.dynamic_config(settings)
+    assert (
+        "tls" not in config and "websecure" not in traefik.static_config(settings, Path("d"))["entryPoints"]
+    )
+    assert config["http"]["services"]["raychat"]["loadBalancer"]["servers"][0]["url"].startswith("http://")
+
+
+def test_traefik_tls_options(settings: RaychatSettings) -> None:
+    config = traefik.dynamic_config(settings)
+    options = config["tls"]["options"]["default"]
+    assert options["minVersion"] == "VersionTLS12" and all(
+        "GCM" in c or "CHACHA" in c for c in options["cipherSuites"]
+    )
+    static = traefik.static_config(settings, Path("d"))
+    assert static["entryPoints"]["websecure"]["address"] == "127.0.0.1:8444"
