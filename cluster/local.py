@@ -224,7 +224,10 @@ def up(settings: RaychatSettings) -> str:
         if module.start(settings):
             say(f"{module.NAME} started")
     url = settings.public_url()
-    processes.wait_http(f"{url}/readyz", timeout=settings.ray.start_timeout_s, what="the service")
+    context = planes.client_context(settings, client_certificate=True)  # Serve's port itself when no ingress
+    processes.wait_http(
+        f"{url}/readyz", timeout=settings.ray.start_timeout_s, what="the service", context=context
+    )
     return url
 
 

@@ -103,7 +103,7 @@ def _check_credentials(settings: RaychatSettings) -> None:
             planes.ray_token(settings)
     except planes.PlaneError as exc:
         raise NodeError(str(exc)) from None
-    if settings.ray.use_tls:
+    if settings.ray.tls_on:
         files = tls.paths(settings)
         missing = [p for p in (files.ca_cert, files.ray_cert, files.ray_key) if not p.exists()]
         if missing:

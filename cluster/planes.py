@@ -6,6 +6,7 @@ certificates at Serve's HTTP proxy. `prepare` makes what a head needs before any
 from __future__ import annotations
 
 import secrets
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def ray_env(settings: RaychatSettings) -> dict[str, str]:
     if settings.ray.token_auth:
         env["RAY_AUTH_MODE"] = "token"
         env["RAY_AUTH_TOKEN_PATH"] = str(ray_token_path(settings))
-    if settings.ray.use_tls:
+    if settings.ray.tls_on:
         files = tls.paths(settings)
         env.update(
             RAY_USE_TLS="1",
@@ -93,11 +94,24 @@ def serve_client_options(settings: RaychatSettings) -> dict[str, Any]:
     }
 
 
+def client_context(settings: RaychatSettings, *, client_certificate: bool = False) -> ssl.SSLContext | None:
+    """For raychat's own HTTPS checks (readiness, the ingress's redirect): trust raychat's CA, and present
+    the ingress's client certificate where Serve's mTLS port is called. None with TLS off or a site
+    certificate (the system's trust store then applies)."""
+    if not settings.tls.enabled:
+        return None
+    files = tls.paths(settings)
+    context = ssl.create_default_context(cafile=str(files.ca_cert) if files.ca_cert.exists() else None)
+    if client_certificate and edge.serve_mtls(settings):
+        context.load_cert_chain(files.ingress_client_cert, files.ingress_client_key)
+    return context
+
+
 def prepare(settings: RaychatSettings) -> list[str]:
     """What a head needs before Ray starts: certificates (when any plane uses them) and Ray's token.
     Returns a line for each thing it made."""
     made: list[str] = []
-    if settings.tls.enabled or settings.ray.use_tls or redis_server.uses_tls(settings):
+    if settings.tls.enabled or settings.ray.tls_on or redis_server.uses_tls(settings):
         _, made = tls.ensure(settings)
     if settings.ray.token_auth and ensure_ray_token(settings):
         made.append(f"created Ray's token {ray_token_path(settings)} (mode 0600)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -145,13 +146,21 @@ def kill_now(run_dir: Path, name: str) -> int:
     return len(members)
 
 
-def wait_http(url: str, *, timeout: float, ok: Sequence[int] = (200,), what: str = "") -> None:
+def wait_http(
+    url: str,
+    *,
+    timeout: float,
+    ok: Sequence[int] = (200,),
+    what: str = "",
+    context: ssl.SSLContext | None = None,
+) -> None:
+    """Until `url` answers with a status in `ok`; `context` for HTTPS with raychat's CA (redirects too)."""
     last = "no answer"
 
     def answered() -> bool:
         nonlocal last
         try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
+            with urllib.request.urlopen(url, timeout=5, context=context) as resp:
                 if resp.status in ok:
                     return True
                 last = f"HTTP {resp.status}"

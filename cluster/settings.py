@@ -60,9 +60,15 @@ class RaySettings(Section):
         description="RAY_AUTH_MODE=token: GCS, the dashboard and the Jobs API refuse callers without the "
         "token in <data_dir>/secrets/ray.token",
     )
-    use_tls: bool = Field(
-        False, description="RAY_USE_TLS: Ray's gRPC channels over TLS with certificates from raychat's CA"
+    use_tls: bool | None = Field(
+        None,
+        description="RAY_USE_TLS: Ray's gRPC channels (Serve's replica-to-replica calls included) over"
+        " mutual TLS with certificates from raychat's CA; None: on whenever `host` is not loopback",
     )
+
+    @property
+    def tls_on(self) -> bool:
+        return self.use_tls if self.use_tls is not None else not is_loopback(self.host)
 
 
 class ServeSettings(Section):

@@ -7,7 +7,7 @@ import pwd
 import subprocess
 from pathlib import Path
 
-from cluster import processes, tls
+from cluster import planes, processes, tls
 from cluster.ingress import edge
 from cluster.settings import RaychatSettings
 
@@ -225,7 +225,9 @@ def start(settings: RaychatSettings) -> bool:
         raise processes.ProcessError(f"nginx refused its config {conf}:\n{check.stderr}")
     processes.spawn(run_dir, NAME, argv, log_file=settings.logs_dir / "nginx.out")
     url = f"http://{settings.ingress.host}:{settings.ingress.nginx_port}/healthz"
-    processes.wait_http(url, timeout=30, ok=(200, 308, 502, 503), what="nginx")
+    # Off loopback plain HTTP redirects to HTTPS, which urllib follows with raychat's CA.
+    context = planes.client_context(settings)
+    processes.wait_http(url, timeout=30, ok=(200, 502, 503), what="nginx", context=context)
     return True
 
 

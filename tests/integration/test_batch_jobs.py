@@ -91,9 +91,27 @@ def test_batch_ingest_then_batch_chat_with_retrieval_via_ray_job_submit(stack: S
     row = {"custom_id": "q1", "body": {"messages": [question], "max_tokens": 8}}
     source.write_text(json.dumps(row) + "\n")
     dashboard = f"http://127.0.0.1:{TEST_ENV['RAYCHAT_RAY__DASHBOARD_PORT']}"
+    ray = str(Path(PYTHON).parent / "ray")
+    # The Jobs API wants Ray's token (RAY_AUTH_MODE=token): without it nothing is listed or run.
+    refused = subprocess.run(
+        [ray, "job", "list", "--address", dashboard],
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0 and "Authentication required" in refused.stdout + refused.stderr, (
+        refused.stderr[-2000:]
+    )
+    with_token = {
+        **stack.env,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(Path(TEST_ENV["RAYCHAT_DATA_DIR"]) / "secrets" / "ray.token"),
+    }
     submit = subprocess.run(
         [
-            str(Path(PYTHON).parent / "ray"),
+            ray,
             "job",
             "submit",
             "--address",
@@ -114,7 +132,7 @@ def test_batch_ingest_then_batch_chat_with_retrieval_via_ray_job_submit(stack: S
             kb,
         ],
         cwd=ROOT,
-        env=stack.env,
+        env=with_token,
         capture_output=True,
         text=True,
         timeout=900,

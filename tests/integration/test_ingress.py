@@ -4,6 +4,7 @@ two Serve upstreams is down, backpressure, and a short headless Locust run throu
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import pytest
 from cluster import loadtest
 from cluster.ingress import nginx, traefik
 from cluster.settings import RaychatSettings, load_settings
-from tests.conftest import ROOT, TEST_ENV, Stack
+from tests.conftest import ROOT, TEST_ENV, TLS_DIR, Stack
 
 MODEL = "smollm2-135m-instruct"
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Count from one to twenty."}]}
@@ -59,8 +60,15 @@ def test_proxy_refuses_an_upload_over_the_limit(stack: Stack, proxy: str) -> Non
 # --- failover: a second pair of proxies whose first upstream is a stopped Serve proxy ---------------
 @pytest.fixture(scope="module")
 def failover_proxies(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RaychatSettings]:
-    env_ports = {"nginx_port": 28180, "traefik_port": 28182}
+    env_ports = {
+        "nginx_port": 28180,
+        "traefik_port": 28182,
+        "nginx_https_port": 28185,
+        "traefik_https_port": 28186,
+    }
     data = tmp_path_factory.mktemp("failover")
+    # The stack's certificates, as an edge host of its own gets them: Serve wants this client certificate.
+    shutil.copytree(TLS_DIR, data / "tls")
     settings = load_settings(
         data_dir=data,
         ingress={
@@ -83,7 +91,7 @@ def test_requests_fail_over_when_one_serve_proxy_is_down(
 ) -> None:
     settings = failover_proxies
     deadline = time.monotonic() + 20
-    while traefik.server_status(settings).get("http://127.0.0.1:28999") != "DOWN":
+    while traefik.server_status(settings).get("https://127.0.0.1:28999") != "DOWN":
         assert time.monotonic() < deadline, traefik.server_status(settings)
         time.sleep(0.3)
     ports = (settings.ingress.nginx_port, settings.ingress.traefik_port)

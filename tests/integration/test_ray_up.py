@@ -188,6 +188,7 @@ def render_config(head: Head) -> Path:
         assert "ray stop" not in command  # it would end other Ray instances on the machine
     [start] = project["head_start_ray_commands"]
     assert project["file_mounts"]["~/.ray/auth_token"] == "data/secrets/ray.token"
+    assert any("RAY_AUTH_MODE=token" in command for command in project["initialization_commands"])
     for part in ("cd ~/raychat", "RAY_AUTH_MODE=token .venv/bin/ray start --head", "--port=6380"):
         assert part in start, (part, start)
     test_flags = (

@@ -19,7 +19,7 @@ from cluster import cli, firewall, local
 from cluster.firewall import Destination, FirewallConfigError, FirewallError
 from cluster.settings import RaychatSettings, load_settings
 
-K8S_POLICIES = Path(firewall.__file__).parent / "k8s" / "networkpolicies.yaml"
+K8S_POLICIES = Path(firewall.__file__).parent.parent / "k8s" / "networkpolicies.yaml"
 HAVE_NFT = shutil.which("nft") is not None
 IS_ROOT = os.geteuid() == 0
 # `make test` installs the Debian package nftables so these run; elsewhere they say why they skip.
@@ -237,14 +237,14 @@ def test_own_table_check_ignores_comments_and_strings() -> None:
 
 
 def test_missing_nft_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(firewall.shutil, "which", lambda name: None)
-    monkeypatch.setattr(firewall.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(firewall.nft.shutil, "which", lambda name: None)
+    monkeypatch.setattr(firewall.nft.os, "geteuid", lambda: 0)
     with pytest.raises(FirewallError, match="apt-get install nftables"):
         firewall.apply(firewall.render(load_settings(), "head"), "raychat")
 
 
 def test_not_root_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(firewall.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(firewall.nft.os, "geteuid", lambda: 1000)
     with pytest.raises(FirewallError, match="needs root"):
         firewall.apply(firewall.render(load_settings(), "head"), "raychat")
     with pytest.raises(FirewallError, match="needs root"):
