@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests import netlab
-from tests.conftest import ROOT, TEST_ENV, Stack, test_env
+from tests import conftest, netlab
+from tests.conftest import ROOT, TEST_ENV, Stack
 
 PYTHON = str(Path(sys.executable))
 RAYCHAT = str(Path(sys.executable).parent / "raychat")
@@ -86,7 +86,11 @@ print("with certificate:", httpx.get(url, verify=with_cert, timeout=10).status_c
 
 
 def lab_env(data_dir: Path, host: str) -> dict[str, str]:
-    env = {k: v for k, v in test_env().items() if not k.startswith(("RAY_AUTH", "RAY_TLS", "RAY_USE_TLS"))}
+    env = {
+        k: v
+        for k, v in conftest.test_env().items()
+        if not k.startswith(("RAY_AUTH", "RAY_TLS", "RAY_USE_TLS"))
+    }
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # real addresses here, not loopback
     env.update(
         {
@@ -158,6 +162,7 @@ def test_each_plane_holds_across_hosts(stack: Stack, lab: netlab.Lab, tmp_path: 
     data.mkdir(parents=True)
     for shared in ("models", "cache"):  # the converted model and compiled kernels of the shared stack
         (data / shared).symlink_to(ROOT / ".test-data" / shared)
+    seen: dict[str, Any] = {}  # what the test observed, kept in .test-data/logs/netns-test.json
     head_env, worker_env = lab_env(data, HEAD), lab_env(data, WORKER)
     edge_env = {**lab_env(data, EDGE), "RAYCHAT_INGRESS__KIND": "nginx"}
     logs = tmp_path
@@ -225,6 +230,7 @@ def test_each_plane_holds_across_hosts(stack: Stack, lab: netlab.Lab, tmp_path: 
             targets
         )  # raylet, object manager, replica gRPC
         scan = lab.run("client", PYTHON, "-c", SCAN, json.dumps(targets), timeout=300)
+        seen["scanned"], seen["open_to_client"] = sorted(map(tuple, targets)), json.loads(scan.stdout)
         assert json.loads(scan.stdout) == [[EDGE, HTTPS]], (scan.stdout, scan.stderr)
         assert _connect(lab, "client", EDGE, HTTP) != "open"  # plain HTTP is not for clients either
 
@@ -244,9 +250,11 @@ def test_each_plane_holds_across_hosts(stack: Stack, lab: netlab.Lab, tmp_path: 
             timeout=300,
         )
         assert chat.returncode == 0, chat.stderr[-3000:]
+        seen["chat"] = chat.stdout.strip()
         assert int(chat.stdout.split()[0]) >= 2, chat.stdout
         placed = {node["node"]: node["replicas"] for node in _status(lab, head_env)["nodes"] if node["alive"]}
         assert any(dep.startswith("LLM") for dep in placed[WORKER]), placed
+        seen["replicas_per_node"] = placed
         assert not any(dep.startswith("LLM") for dep in placed[HEAD]), placed
 
         # 3. Ray's planes: the Jobs API wants the token; a raylet without it does not join.
@@ -258,6 +266,7 @@ def test_each_plane_holds_across_hosts(stack: Stack, lab: netlab.Lab, tmp_path: 
         bearer = lab.run(
             "worker", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", authorization, jobs
         )
+        seen["jobs_api"] = {"without_token": anonymous.stdout, "with_token": bearer.stdout}
         assert bearer.stdout == "200", bearer.stdout
         # The intruder speaks Ray's TLS (it has the certificates) but has no token.
         tls_dir = data / "tls"
@@ -285,6 +294,7 @@ def test_each_plane_holds_across_hosts(stack: Stack, lab: netlab.Lab, tmp_path: 
         try:
             intruder = lab.run("worker", *argv, env=intruder_env, timeout=150)
             said = intruder.stdout + intruder.stderr
+            seen["intruder"] = {"returncode": intruder.returncode, "said": said[-600:]}
             assert intruder.returncode != 0, said[-3000:]
             assert re.search(r"auth|token|unauthenticated|unauthorized", said, re.I), said[-3000:]
         except subprocess.TimeoutExpired:
@@ -309,12 +319,15 @@ def test_each_plane_holds_across_hosts(stack: Stack, lab: netlab.Lab, tmp_path: 
             str(tls_dir / "ingress-client.key"),
             env=head_env,
         )
+        seen["serve_port"] = probe.stdout.strip().splitlines()
         assert "without certificate: refused" in probe.stdout, probe.stdout + probe.stderr
         assert "with certificate: 200" in probe.stdout, probe.stdout + probe.stderr
 
         # 5. The worker opens nothing outside the cluster's addresses.
-        assert _connect(lab, "worker", CLIENT, OUTSIDE_PORT) != "open"
+        seen["worker_to_outside"] = _connect(lab, "worker", CLIENT, OUTSIDE_PORT)
+        assert seen["worker_to_outside"] != "open"
     finally:
+        (ROOT / ".test-data" / "logs" / "netns-test.json").write_text(json.dumps(seen, indent=2))
         lab.run("head", RAYCHAT, "down", env=head_env, timeout=180)
         lab.run("worker", RAYCHAT, "leave", "w1", env=worker_env, timeout=120)
         if up.poll() is None:
