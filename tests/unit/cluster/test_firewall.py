@@ -28,12 +28,7 @@ needs_nft = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.startswith("RAYCHAT_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)  # no stray ./raychat.yaml
+pytestmark = pytest.mark.usefixtures("clean_settings_env")
 
 
 def settings(**sections: Any) -> RaychatSettings:

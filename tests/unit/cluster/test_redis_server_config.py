@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
@@ -16,12 +15,7 @@ WITH_TLS = Capabilities(version=(9, 1, 2), tls=True)
 WITHOUT_TLS = Capabilities(version=(9, 1, 2), tls=False)
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.startswith("RAYCHAT_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)  # no stray ./raychat.yaml
+pytestmark = pytest.mark.usefixtures("clean_settings_env")
 
 
 @pytest.fixture

@@ -6,15 +6,7 @@ import pytest
 
 from cluster.settings import PROFILES, SettingsError, load_settings
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("RAYCHAT_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)  # no stray ./raychat.yaml
+pytestmark = pytest.mark.usefixtures("clean_settings_env")
 
 
 def test_defaults_run_on_this_machine() -> None:
