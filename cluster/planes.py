@@ -50,7 +50,9 @@ def ray_token(settings: RaychatSettings) -> str:
 
 
 def ray_env(settings: RaychatSettings) -> dict[str, str]:
-    env: dict[str, str] = {}
+    """Each switch set either way: a value in the caller's shell (or a parent raychat process) never
+    decides for the settings."""
+    env: dict[str, str] = {"RAY_AUTH_MODE": "disabled", "RAY_USE_TLS": "0"}
     if settings.ray.token_auth:
         env["RAY_AUTH_MODE"] = "token"
         env["RAY_AUTH_TOKEN_PATH"] = str(ray_token_path(settings))
@@ -66,16 +68,9 @@ def ray_env(settings: RaychatSettings) -> dict[str, str]:
 
 
 def serve_env(settings: RaychatSettings) -> dict[str, str]:
-    """Serve runs the callback in every proxy process: it makes the CA in `http_options` required.
-    With Ray's TLS on, calls between deployments go back to Ray's actor calls: Serve's own gRPC channel
-    (serve.throughput_tuning) over TLS cost a third of the output throughput at 32 streams here (264 against
-    382 tok/s, `make bench-planes`), the actor path over the same TLS far less."""
-    env: dict[str, str] = {}
-    if edge.serve_mtls(settings):
-        env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = CALLBACK
-    if settings.ray.tls_on and settings.serve.throughput_tuning:
-        env["RAY_SERVE_USE_GRPC_BY_DEFAULT"] = "0"
-    return env
+    """Serve runs the callback in every proxy process: it makes the CA in `http_options` required (set
+    either way, so that no parent process's value decides)."""
+    return {"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": CALLBACK if edge.serve_mtls(settings) else ""}
 
 
 def serve_http_options(settings: RaychatSettings) -> dict[str, Any]:

@@ -35,16 +35,14 @@ def test_a_worker_without_the_heads_token_is_told_where_it_comes_from(data: Path
 def test_every_ray_process_gets_the_token_and_on_a_lan_address_tls(data: Path) -> None:
     loopback = runtime_env_vars(load_settings(data_dir=data))
     assert loopback["RAY_AUTH_MODE"] == "token" and loopback["RAY_AUTH_TOKEN_PATH"].endswith("ray.token")
-    assert "RAY_USE_TLS" not in loopback  # one machine: nothing else on the wire
+    assert loopback["RAY_USE_TLS"] == "0"  # one machine: nothing else on the wire
     assert loopback["RAY_SERVE_USE_GRPC_BY_DEFAULT"] == "1"
     lan = runtime_env_vars(load_settings(data_dir=data, ray={"host": "10.0.0.7"}))
     files = tls.paths(load_settings(data_dir=data))
     assert lan["RAY_USE_TLS"] == "1" and lan["RAY_TLS_CA_CERT"] == str(files.ca_cert)
     assert lan["RAY_TLS_SERVER_CERT"] == str(files.ray_cert)
-    # Serve's own gRPC channel over TLS costs a third of the throughput: actor calls instead
-    assert lan["RAY_SERVE_USE_GRPC_BY_DEFAULT"] == "0"
     off = runtime_env_vars(load_settings(data_dir=data, ray={"token_auth": False}))
-    assert "RAY_AUTH_MODE" not in off
+    assert off["RAY_AUTH_MODE"] == "disabled"  # set either way: the caller's shell never decides
 
 
 def test_serve_requires_client_certificates_only_with_mtls(data: Path) -> None:
@@ -56,7 +54,8 @@ def test_serve_requires_client_certificates_only_with_mtls(data: Path) -> None:
         "require_client_certificates"
     )
     plain = load_settings(data_dir=data, tls={"serve_mtls": False})
-    assert "ssl_ca_certs" not in planes.serve_http_options(plain) and not planes.serve_env(plain)
+    assert "ssl_ca_certs" not in planes.serve_http_options(plain)
+    assert planes.serve_env(plain)["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == ""
     assert plain.serve_url.startswith("http://") and settings.serve_url.startswith("https://")
 
 
