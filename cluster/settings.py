@@ -202,10 +202,10 @@ class RaychatSettings(BaseSettings):
         ing = self.ingress
         if ing.kind == "none":
             return self.serve_url
-        nginx = ing.kind in ("nginx", "both")
-        if self.tls.enabled and not is_loopback(ing.host):
-            return f"https://{ing.host}:{ing.nginx_https_port if nginx else ing.traefik_https_port}"
-        return f"http://{ing.host}:{ing.nginx_port if nginx else ing.traefik_port}"
+        https = self.https_url()
+        if https is not None and not is_loopback(ing.host):
+            return https
+        return f"http://{ing.host}:{ing.nginx_port if ing.kind in ('nginx', 'both') else ing.traefik_port}"
 
     def https_url(self) -> str | None:
         """The ingress's HTTPS URL, when TLS is on."""
