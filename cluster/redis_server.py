@@ -226,8 +226,8 @@ def config_text(settings: RaychatSettings, password: str, caps: Capabilities) ->
 
 
 def config_path(settings: RaychatSettings) -> Path:
-    # Its own 0700 directory under run/: write_secret tightens the parent, and run/ is shared.
-    return settings.run_dir / "valkey" / "valkey.conf"
+    # It holds the password: a secret like the others, under data/secrets/ (0700, the file 0600).
+    return settings.secrets_dir / "valkey.conf"
 
 
 def start(settings: RaychatSettings) -> bool:

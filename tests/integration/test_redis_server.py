@@ -199,7 +199,7 @@ def test_secrets_stay_out_of_sight(running: RaychatSettings) -> None:
     assert stat.S_IMODE(password_file.parent.stat().st_mode) == 0o700
     conf = redis_server.config_path(running)
     assert stat.S_IMODE(conf.stat().st_mode) == 0o600
-    assert stat.S_IMODE(conf.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(conf.parent.stat().st_mode) == 0o700 and conf.parent == running.secrets_dir
     pid = processes.read_pid(running.run_dir, redis_server.NAME)
     assert pid is not None
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
