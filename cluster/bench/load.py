@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,14 @@ PROMPTS = [
 ]
 
 
+def pct_of(values: list[float], pct: float) -> float:
+    """The nearest-rank percentile; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+
+
 @dataclass
 class LevelResult:
     concurrency: int
@@ -37,10 +46,7 @@ class LevelResult:
         return self.output_tokens / self.wall_s if self.wall_s else 0.0
 
     def ttft_pct(self, pct: float) -> float:
-        if not self.ttft_s:
-            return float("nan")
-        ordered = sorted(self.ttft_s)
-        return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+        return pct_of(self.ttft_s, pct)
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -93,8 +99,12 @@ async def run_level(
     requests: int,
     max_tokens: int,
     headers: dict[str, str] | None = None,
+    verify: ssl.SSLContext | bool = True,
+    extra: dict[str, object] | None = None,
 ) -> LevelResult:
-    """`headers`: the credential the server wants (raychat's service key; none for plain vLLM)."""
+    """`headers`: the credential the server wants (raychat's service key; none for plain vLLM);
+    `verify`: the TLS context that trusts the server (raychat's CA for its HTTPS edge); `extra`: fields
+    added to every body (raychat's `cache: false`, so the question cache never answers a benchmark)."""
     url = f"{base_url}/v1/chat/completions"
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
     result = LevelResult(concurrency=concurrency, requests=requests, output_tokens=0, wall_s=0.0)
@@ -102,7 +112,7 @@ async def run_level(
     for i in range(requests):
         queue.put_nowait(i)
 
-    async with httpx.AsyncClient(headers=headers or {}, timeout=600, limits=limits) as client:
+    async with httpx.AsyncClient(headers=headers or {}, timeout=600, limits=limits, verify=verify) as client:
 
         async def stream_worker() -> None:
             while True:
@@ -111,9 +121,8 @@ async def run_level(
                 except asyncio.QueueEmpty:
                     return
                 try:
-                    ttft, tokens = await _one(
-                        client, url, chat_body(model, PROMPTS[i % len(PROMPTS)], max_tokens)
-                    )
+                    body = {**chat_body(model, PROMPTS[i % len(PROMPTS)], max_tokens), **(extra or {})}
+                    ttft, tokens = await _one(client, url, body)
                     result.ttft_s.append(ttft)
                     result.output_tokens += tokens
                 except Exception:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cluster.bench.cpu_profile import RoleShare, render
 from cluster.bench.load import LevelResult
 
 STACK, VLLM, HF = "raychat (nginx)", "vLLM server", "HF generate"
@@ -20,9 +21,15 @@ def render_table(meta: dict[str, Any], runs: dict[str, list[LevelResult]]) -> st
     lines = [
         "# Engine benchmark",
         "",
-        f"Model {meta['model']} ({meta['dtype']}, enforce_eager={meta['enforce_eager']}), "
+        f"Model {meta['model']} ({meta['dtype']}"
+        f"{', 4-bit weights' if meta.get('weights') == 'int4' else ''}, "
+        f"enforce_eager={meta['enforce_eager']}), "
         f"{meta['max_tokens']} output tokens per request (ignore_eos), {meta['cpus']} CPUs, {meta['date']}.",
-        "Command: `make bench-engine`. Output tok/s counts generated tokens over the level's wall time.",
+        "Command: `make bench-engine`. Output tok/s counts generated tokens over the level's wall time. "
+        f"raychat is reached through Nginx {'HTTPS' if meta.get('tls') else 'HTTP'}"
+        f"{', mTLS on to Serve' if meta.get('serve_mtls') else ''}"
+        f"{', direct ingress to the Gateway replicas' if meta.get('direct_ingress') else ''}, "
+        "with the question cache off (`cache: false`).",
         "",
         "| engine | streams | requests | output tok/s | TTFT p50 ms | TTFT p95 ms | errors |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -79,8 +86,34 @@ def render_chart(path: Path, meta: dict[str, Any], runs: dict[str, list[LevelRes
     plt.close(fig)
 
 
-def write_report(out: Path, meta: dict[str, Any], runs: dict[str, list[LevelResult]]) -> str:
-    table = render_table(meta, runs)
+def render_profiles(meta: dict[str, Any], profiles: dict[str, dict[int, list[RoleShare]]]) -> str:
+    """Where the CPU went at the two highest levels, for each server: the share of the machine's CPU each
+    process role took, and its CPU per generated token."""
+    if not profiles:
+        return ""
+    lines = [
+        "",
+        "## Where the CPU goes",
+        "",
+        "Every process on the machine, grouped by its role on the path, sampled from the kernel's CPU times "
+        "over each level (`cluster/bench/cpu_profile.py`). The engine is CPU-bound here, so each CPU-second "
+        "another process takes is one the engine does not get.",
+    ]
+    top = sorted(meta["levels"])[-2:]
+    for name, by_level in profiles.items():
+        for level in top:
+            if level in by_level:
+                lines += ["", *render(f"{name}, {level} streams", by_level[level], meta["cpus"])]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    out: Path,
+    meta: dict[str, Any],
+    runs: dict[str, list[LevelResult]],
+    profiles: dict[str, dict[int, list[RoleShare]]] | None = None,
+) -> str:
+    table = render_table(meta, runs) + render_profiles(meta, profiles or {})
     (out / "engine.md").write_text(table)
     render_chart(out / "engine.png", meta, runs)
     return table
