@@ -84,16 +84,46 @@ class ServeSettings(Section):
     # the HTTP proxy): gRPC between deployments, user code on the replica's event loop, buffered
     # request-path logs. Measured here: fewer CPU cycles per streamed token on a 2-core host.
     throughput_tuning: bool = True
+    direct_ingress: bool = Field(
+        True,
+        description="each Gateway replica serves HTTP(S) itself (Serve's direct ingress) on a port of "
+        "`direct_ingress_first_port`.., and the proxies in front send requests straight to it; the Serve "
+        "proxy on `port` stays as their fallback. Off: every request and streamed chunk also crosses the "
+        "Serve proxy actor (two more Ray hops)",
+    )
+    direct_ingress_first_port: int = Field(30000, ge=1024, le=65000)
+    direct_ingress_ports: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="ports the Gateway replicas take from `direct_ingress_first_port` on; at least twice "
+        "gateway.num_replicas, so a rolling update's new replicas find a port the proxies already list",
+    )
+
+    def direct_ingress_range(self) -> range:
+        return range(
+            self.direct_ingress_first_port, self.direct_ingress_first_port + self.direct_ingress_ports
+        )
 
     def env(self) -> dict[str, str]:
-        if not self.throughput_tuning:
-            return {}
-        return {
-            "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
-            "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-            "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
-            "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+        env: dict[str, str] = {}
+        if self.throughput_tuning:
+            env |= {
+                "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+                "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+                "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+                "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+            }
+        ports = self.direct_ingress_range()
+        env |= {
+            "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1" if self.direct_ingress else "0",
+            "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(ports.start),
+            # Serve's maximum is exclusive.
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(ports.stop),
+            # A replaced replica takes the port its predecessor freed, one the proxies list, at once.
+            "RAY_SERVE_PORT_QUARANTINE_S": "0",
         }
+        return env
 
 
 class IngressSettings(Section):
@@ -152,6 +182,16 @@ class RaychatSettings(BaseSettings):
         roots = [root if root.is_absolute() else self.data_dir / root for root in roots]
         # A copy: a KnowledgeSettings handed in by the caller is not changed under its feet.
         self.knowledge = self.knowledge.model_copy(update={"source_roots": roots})
+        return self
+
+    @model_validator(mode="after")
+    def _direct_ingress_room(self) -> RaychatSettings:
+        if self.serve.direct_ingress and self.serve.direct_ingress_ports < 2 * self.gateway.num_replicas:
+            raise ValueError(
+                f"serve.direct_ingress_ports ({self.serve.direct_ingress_ports}) must be at least twice "
+                f"gateway.num_replicas ({self.gateway.num_replicas}): a rolling update starts new replicas "
+                "before it stops old ones"
+            )
         return self
 
     @classmethod

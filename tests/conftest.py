@@ -37,6 +37,8 @@ TEST_ENV = {
     "RAYCHAT_RAY__PORT": "26380",
     "RAYCHAT_RAY__DASHBOARD_PORT": "28265",
     "RAYCHAT_SERVE__PORT": "28000",
+    # The Gateway replicas' own ports (direct ingress), apart from a `make up` stack's 30000.. on this host.
+    "RAYCHAT_SERVE__DIRECT_INGRESS_FIRST_PORT": "29000",
     "RAYCHAT_INGRESS__NGINX_PORT": "28080",
     "RAYCHAT_INGRESS__TRAEFIK_PORT": "28081",
     "RAYCHAT_INGRESS__NGINX_HTTPS_PORT": "28443",

@@ -206,6 +206,9 @@ def plan(settings: RaychatSettings, role: str) -> Plan:
     candidates.append((settings.serve.host, "serve.host", False))
     candidates.append((_host_of(settings.redis.url), "redis.url host", False))
     serve_ports = {settings.serve.port}
+    if settings.serve.direct_ingress and not settings.ingress.upstreams:
+        # The Gateway replicas' own ports: the proxies send requests straight to them.
+        serve_ports.update(settings.serve.direct_ingress_range())
     for i, upstream in enumerate(settings.ingress.upstreams):
         candidates.append((_host_of(upstream), f"ingress.upstreams[{i}] host", False))
         try:

@@ -36,7 +36,26 @@ def _worker_user() -> str:
 
 
 def upstreams(settings: RaychatSettings) -> list[str]:
-    return settings.ingress.upstreams or [f"{settings.serve.host}:{settings.serve.port}"]
+    """Where the proxies send requests: the Serve proxies listed in settings; else, with direct ingress,
+    every port a Gateway replica may serve on (one not in use refuses the connection at once, and the
+    proxy tries the next); else Serve's own proxy."""
+    if settings.ingress.upstreams:
+        return list(settings.ingress.upstreams)
+    if settings.serve.direct_ingress:
+        return [f"{settings.serve.host}:{port}" for port in settings.serve.direct_ingress_range()]
+    return [serve_proxy(settings)]
+
+
+def fallback_upstreams(settings: RaychatSettings) -> list[str]:
+    """Serve's proxy behind the direct-ingress ports: it takes requests only while no replica port
+    answers (all replicas restarting), one more Ray hop per request but never a refusal."""
+    if settings.ingress.upstreams or not settings.serve.direct_ingress:
+        return []
+    return [serve_proxy(settings)]
+
+
+def serve_proxy(settings: RaychatSettings) -> str:
+    return f"{settings.serve.host}:{settings.serve.port}"
 
 
 def render(settings: RaychatSettings, prefix: Path) -> str:
@@ -45,8 +64,11 @@ def render(settings: RaychatSettings, prefix: Path) -> str:
     limit = settings.gateway.max_body_bytes
     # Passive health checks: after max_fails failures a Serve proxy is left out for fail_timeout.
     servers = "\n".join(
-        f"        server {u} max_fails={ing.max_fails} fail_timeout={ing.fail_timeout_s:.0f}s;"
-        for u in upstreams(settings)
+        [
+            f"        server {u} max_fails={ing.max_fails} fail_timeout={ing.fail_timeout_s:.0f}s;"
+            for u in upstreams(settings)
+        ]
+        + [f"        server {u} backup;" for u in fallback_upstreams(settings)]
     )
     too_large = (_TOO_LARGE % limit).replace("'", "\\'")
     routes = _routes(settings, too_large)
@@ -150,6 +172,7 @@ def _upstream_tls(settings: RaychatSettings) -> str:
 def _routes(settings: RaychatSettings, too_large: str) -> str:
     ing = settings.ingress
     scheme = "https" if edge.serve_mtls(settings) else "http"
+    tries = len(upstreams(settings)) + len(fallback_upstreams(settings)) + 1
     return f"""        error_page 413 = @too_large;
         # Not a named location: nginx cannot redirect a request whose URI it failed to parse to one.
         error_page 400 /__raychat/bad_request;
@@ -171,10 +194,11 @@ def _routes(settings: RaychatSettings, too_large: str) -> str:
             proxy_connect_timeout {ing.connect_timeout_s:.0f}s;
             proxy_read_timeout {ing.read_timeout_s:.0f}s;
             proxy_send_timeout {ing.read_timeout_s:.0f}s;
-            # Fail over to another Serve proxy: any request whose connection failed before it was sent,
-            # and idempotent ones on timeouts and 502s too (nginx never resends a POST once sent).
+            # Fail over to another upstream: any request whose connection failed before it was sent
+            # (a direct-ingress port no replica holds), and idempotent ones on timeouts and 502s too
+            # (nginx never resends a POST once sent). Enough tries to walk every upstream once.
             proxy_next_upstream error timeout http_502;
-            proxy_next_upstream_tries 2;
+            proxy_next_upstream_tries {tries};
         }}
 
         location @too_large {{

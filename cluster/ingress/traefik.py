@@ -13,7 +13,7 @@ import yaml
 
 from cluster import processes, tls
 from cluster.ingress import edge
-from cluster.ingress.nginx import upstreams
+from cluster.ingress.nginx import fallback_upstreams, upstreams
 from cluster.settings import RaychatSettings
 from cluster.waiting import wait_until
 
@@ -111,6 +111,40 @@ def _tls_config(settings: RaychatSettings) -> dict[str, Any]:
     }
 
 
+def _load_balancer(settings: RaychatSettings, servers: list[str]) -> dict[str, Any]:
+    ing = settings.ingress
+    scheme = "https" if edge.serve_mtls(settings) else "http"
+    return {
+        "loadBalancer": {
+            "servers": [{"url": f"{scheme}://{u}"} for u in servers],
+            "passHostHeader": True,
+            # SSE: forward every chunk at once.
+            "responseForwarding": {"flushInterval": "1ms"},
+            "serversTransport": "raychat",
+            # Active checks take a direct-ingress port no replica holds out of the rotation.
+            "healthCheck": {
+                "path": "/healthz",
+                "interval": f"{ing.health_interval_s:g}s",
+                "timeout": f"{ing.connect_timeout_s:.0f}s",
+            },
+            "passiveHealthCheck": {"failureWindow": "5s", "maxFailedAttempts": 2},
+        }
+    }
+
+
+def _services(settings: RaychatSettings) -> dict[str, Any]:
+    """The `raychat` service the routers use; with direct ingress, the Gateway replicas' ports, failing
+    over to Serve's proxy while none of them is healthy."""
+    fallback = fallback_upstreams(settings)
+    if not fallback:
+        return {"raychat": _load_balancer(settings, upstreams(settings))}
+    return {
+        "raychat": {"failover": {"service": "raychat-replicas", "fallback": "raychat-serve-proxy"}},
+        "raychat-replicas": _load_balancer(settings, upstreams(settings)),
+        "raychat-serve-proxy": _load_balancer(settings, fallback),
+    }
+
+
 def _servers_transport(settings: RaychatSettings) -> dict[str, Any]:
     ing = settings.ingress
     transport: dict[str, Any] = {
@@ -139,7 +173,6 @@ def dynamic_config(settings: RaychatSettings) -> dict[str, Any]:
     failed). Failover for everything else comes from the health checks taking a dead Serve proxy out."""
     ing = settings.ingress
     limit = settings.gateway.max_body_bytes
-    scheme = "https" if edge.serve_mtls(settings) else "http"
     middlewares: dict[str, Any] = {
         "body-limit": {
             "buffering": {"maxRequestBodyBytes": limit, "memRequestBodyBytes": min(limit, 2 << 20)}
@@ -154,23 +187,7 @@ def dynamic_config(settings: RaychatSettings) -> dict[str, Any]:
         "http": {
             "routers": _routers(settings),
             "middlewares": middlewares,
-            "services": {
-                "raychat": {
-                    "loadBalancer": {
-                        "servers": [{"url": f"{scheme}://{u}"} for u in upstreams(settings)],
-                        "passHostHeader": True,
-                        # SSE: forward every chunk at once.
-                        "responseForwarding": {"flushInterval": "1ms"},
-                        "serversTransport": "raychat",
-                        "healthCheck": {
-                            "path": "/healthz",
-                            "interval": f"{ing.health_interval_s:g}s",
-                            "timeout": f"{ing.connect_timeout_s:.0f}s",
-                        },
-                        "passiveHealthCheck": {"failureWindow": "5s", "maxFailedAttempts": 2},
-                    }
-                }
-            },
+            "services": _services(settings),
             "serversTransports": {"raychat": _servers_transport(settings)},
         }
     }
@@ -180,10 +197,16 @@ def dynamic_config(settings: RaychatSettings) -> dict[str, Any]:
 
 
 def server_status(settings: RaychatSettings) -> dict[str, str]:
-    """Traefik's view of each Serve proxy: {"http://host:port": "UP"|"DOWN"}."""
-    url = f"http://{settings.ingress.host}:{api_port(settings)}/api/http/services/raychat@file"
-    with urllib.request.urlopen(url, timeout=2) as resp:
-        return dict(json.loads(resp.read()).get("serverStatus", {}))
+    """Traefik's view of each upstream (Serve proxies, Gateway replicas' ports): {"https://host:port":
+    "UP"|"DOWN"}."""
+    status: dict[str, str] = {}
+    for service, config in _services(settings).items():
+        if "loadBalancer" not in config:
+            continue
+        url = f"http://{settings.ingress.host}:{api_port(settings)}/api/http/services/{service}@file"
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            status.update(json.loads(resp.read()).get("serverStatus", {}))
+    return status
 
 
 def binary() -> str:

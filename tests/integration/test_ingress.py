@@ -157,3 +157,49 @@ def test_short_locust_run_has_no_failures(stack: Stack, proxy: str) -> None:
     aggregated = next(line for line in stats.splitlines() if ",Aggregated," in line).split(",")
     assert int(aggregated[2]) > 20 and int(aggregated[3]) == 0  # requests, failures
     assert "chat stream: time to first token" in stats
+
+
+# --- direct ingress ----------------------------------------------------------------------------------
+def test_proxies_reach_the_gateway_replicas_directly_over_mtls(stack: Stack) -> None:
+    """Direct ingress: Nginx and Traefik send requests to the Gateway replicas' own ports, not through the
+    Serve proxy, and those ports want raychat's client certificate as Serve's does."""
+    first = int(TEST_ENV["RAYCHAT_SERVE__DIRECT_INGRESS_FIRST_PORT"])
+    ports = range(first, first + 8)  # serve.direct_ingress_ports: 8
+    listening = [p for p in ports if _accepts_tcp(p)]
+    assert len(listening) == int(TEST_ENV["RAYCHAT_GATEWAY__NUM_REPLICAS"]), listening
+    for port in listening:
+        url = f"https://127.0.0.1:{port}/healthz"
+        assert stack.http.get(url, timeout=10).status_code == 200  # the ingress's client certificate
+        ca_only = httpx.Client(verify=str(TLS_DIR / "ca.crt"), timeout=10)
+        with pytest.raises(httpx.HTTPError):  # the TLS handshake fails without a client certificate
+            ca_only.get(url)
+        ca_only.close()
+    before = _log_size(stack)
+    for base in (stack.url, stack.https_url):
+        assert stack.http.get(f"{base}/v1/models", timeout=30).status_code == 200
+    lines = (Path(stack.env["RAYCHAT_DATA_DIR"]) / "logs" / "nginx-access.log").read_text()[before:]
+    upstreams = {line.split(" up=", 1)[1].split()[0] for line in lines.splitlines() if " up=" in line}
+    assert upstreams and upstreams <= {f"127.0.0.1:{p}" for p in listening}, upstreams
+    status = traefik.server_status(load_settings_for(stack))
+    assert {u for u, s in status.items() if s == "UP"} >= {f"https://127.0.0.1:{p}" for p in listening}
+
+
+def _accepts_tcp(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _log_size(stack: Stack) -> int:
+    log = Path(stack.env["RAYCHAT_DATA_DIR"]) / "logs" / "nginx-access.log"
+    return len(log.read_text()) if log.exists() else 0
+
+
+def load_settings_for(stack: Stack) -> RaychatSettings:
+    import os
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, stack.env):
+        return load_settings()

@@ -182,7 +182,9 @@ def test_edge_opens_the_ingress_ports_to_client_networks_only(kind: str, ports: 
     assert f"ip6 saddr @clients_v6 tcp dport {ports} accept" in inbound
     assert "elements = { 203.0.113.0/24 }" in text and "elements = { 2001:db8:1::/48 }" in text
     assert "@cluster_v4 accept" not in inbound  # the cluster gets nothing special at the edge
-    assert "ip daddr @cluster_v4 tcp dport 8000 accept" in outbound  # only the Serve proxies
+    # only the Serve proxy and the Gateway replicas' own ports (direct ingress)
+    serve_ports = ", ".join(str(p) for p in [8000, *range(30000, 30008)])
+    assert f"ip daddr @cluster_v4 tcp dport {{ {serve_ports} }} accept" in outbound
     assert "ip daddr @cluster_v4 accept" not in outbound
     assert 'log prefix "raychat-drop-out "' in outbound
 
@@ -438,3 +440,9 @@ def test_k8s_ports_match_the_default_settings(policies: dict[str, dict[str, Any]
         s.ingress.traefik_https_port,
     ]
     assert policies["raychat-ray"]["ingress"][1]["ports"][0]["port"] == s.serve.port
+
+
+def test_the_edge_reaches_the_gateway_replicas_direct_ingress_ports() -> None:
+    text = firewall.render(settings(), "edge")
+    ports = ", ".join(str(p) for p in [8000, *range(30000, 30008)])
+    assert f"tcp dport {{ {ports} }} accept" in text

@@ -102,3 +102,21 @@ def test_source_roots_relative_to_data_dir(tmp_path: Path, monkeypatch: pytest.M
     # What the Retriever and the folder-sync actor receive: the same absolute roots.
     assert s.app_config(model_path=tmp_path).knowledge.source_roots == s.knowledge.source_roots
     assert s.knowledge.model_dump(mode="json")["source_roots"] == [str(data / "manuals"), "/srv/docs"]
+
+
+def test_direct_ingress_ports_in_serves_environment(tmp_path: Path) -> None:
+    env = load_settings(data_dir=tmp_path).serve.env()
+    assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    # Serve's upper bound is exclusive: eight ports, 30000..30007.
+    assert (env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"], env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"]) == (
+        "30000",
+        "30008",
+    )
+    assert env["RAY_SERVE_PORT_QUARANTINE_S"] == "0"
+    off = load_settings(data_dir=tmp_path, serve={"direct_ingress": False}).serve.env()
+    assert off["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "0"
+
+
+def test_direct_ingress_needs_room_for_a_rolling_update(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="serve.direct_ingress_ports"):
+        load_settings(data_dir=tmp_path, gateway={"num_replicas": 3}, serve={"direct_ingress_ports": 4})

@@ -159,3 +159,33 @@ def test_traefik_tls_options(settings: RaychatSettings) -> None:
     )
     static = traefik.static_config(settings, Path("d"))
     assert static["entryPoints"]["websecure"]["address"] == "127.0.0.1:8444"
+
+
+def test_direct_ingress_sends_requests_to_the_gateway_replicas_ports(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", serve={"direct_ingress_ports": 3})
+    text = nginx.render(settings, tmp_path)
+    for port in (30000, 30001, 30002):
+        assert f"server 127.0.0.1:{port} max_fails=2 fail_timeout=5s;" in text
+    assert "127.0.0.1:30003" not in text
+    # Serve's proxy only while no replica port answers; every upstream tried once before giving up.
+    assert "server 127.0.0.1:8000 backup;" in text
+    assert "proxy_next_upstream_tries 5;" in text
+    services = traefik.dynamic_config(settings)["http"]["services"]
+    assert services["raychat"] == {
+        "failover": {"service": "raychat-replicas", "fallback": "raychat-serve-proxy"}
+    }
+    replicas = services["raychat-replicas"]["loadBalancer"]
+    assert [s["url"] for s in replicas["servers"]] == [
+        f"https://127.0.0.1:{port}" for port in (30000, 30001, 30002)
+    ]
+    assert replicas["healthCheck"]["path"] == "/healthz"
+    fallback = services["raychat-serve-proxy"]["loadBalancer"]
+    assert [s["url"] for s in fallback["servers"]] == ["https://127.0.0.1:8000"]
+
+
+def test_direct_ingress_off_goes_through_serves_proxy(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", serve={"direct_ingress": False})
+    text = nginx.render(settings, tmp_path)
+    assert "server 127.0.0.1:8000 max_fails=2 fail_timeout=5s;" in text
+    assert "backup" not in text and "30000" not in text
+    assert "loadBalancer" in traefik.dynamic_config(settings)["http"]["services"]["raychat"]
