@@ -11,7 +11,7 @@ from cluster.model_store import ModelStoreError
 from cluster.processes import ProcessError
 from cluster.settings import SettingsError, load_settings
 
-BENCH_SUITES = ["engine", "knowledge", "cache", "ingress", "batch", "multinode", "auth", "planes"]
+BENCH_SUITES = ["engine", "knowledge", "cache", "ingress", "batch", "multinode", "auth", "planes", "prefix"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -111,6 +111,7 @@ def _run(args: argparse.Namespace, settings: object) -> int:
                 settings.llm.model_source,
                 settings.data_dir / "models",
                 expected_sha256=settings.llm.model_sha256,
+                weights=settings.llm.weights,
             )
         )
     elif command == "up":

@@ -196,7 +196,10 @@ def up(settings: RaychatSettings) -> str:
         (settings.data_dir / sub).mkdir(parents=True, exist_ok=True)
     temp_dir(settings.data_dir).mkdir(parents=True, exist_ok=True)
     model_path = model_store.resolve_model(
-        settings.llm.model_source, settings.data_dir / "models", expected_sha256=settings.llm.model_sha256
+        settings.llm.model_source,
+        settings.data_dir / "models",
+        expected_sha256=settings.llm.model_sha256,
+        weights=settings.llm.weights,
     )
     say(f"model: {model_path}")
     for line in planes.prepare(settings):  # certificates and Ray's token: before any process uses them

