@@ -9,6 +9,7 @@ from ray.serve.deployment import Application
 from ray.serve.llm import LLMConfig, build_llm_deployment
 
 from deployments.config import LLMSettings, temp_dir
+from deployments.llm_router import ROUTER_PATH
 
 
 def engine_kwargs(llm: LLMSettings) -> dict[str, Any]:
@@ -25,6 +26,7 @@ def engine_kwargs(llm: LLMSettings) -> dict[str, Any]:
         kwargs["max_num_batched_tokens"] = llm.max_num_batched_tokens
     if llm.quantization:
         kwargs["quantization"] = llm.quantization
+    kwargs["enable_prefix_caching"] = llm.prefix_caching
     if llm.accelerator == "gpu":
         kwargs["gpu_memory_utilization"] = llm.gpu_memory_utilization
     kwargs.update(llm.engine_kwargs)
@@ -44,6 +46,10 @@ def engine_env(llm: LLMSettings, data_dir: Path) -> dict[str, str]:
     if llm.accelerator == "cpu":
         env["VLLM_CPU_KVCACHE_SPACE"] = str(llm.cpu_kvcache_space_gib)
         env["VLLM_CPU_OMP_THREADS_BIND"] = llm.omp_threads_bind()
+        if llm.cpu_omp_wait_policy != "default":
+            env["OMP_WAIT_POLICY"] = llm.cpu_omp_wait_policy.upper()
+        if llm.cpu_omp_spin_count is not None:
+            env["GOMP_SPINCOUNT"] = str(llm.cpu_omp_spin_count)
     return env
 
 
@@ -57,12 +63,23 @@ def deployment_options(llm: LLMSettings) -> dict[str, Any]:
     }
     if llm.initial_replicas is not None:
         autoscaling["initial_replicas"] = llm.initial_replicas
-    return {
+    options: dict[str, Any] = {
         "autoscaling_config": autoscaling,
         "max_ongoing_requests": llm.max_ongoing_requests,
         "max_queued_requests": llm.max_queued_requests,
         "ray_actor_options": {"num_cpus": llm.replica_num_cpus},
     }
+    if llm.request_router == "prefix_affinity":
+        options["request_router_config"] = {
+            "request_router_class": ROUTER_PATH,
+            "request_router_kwargs": {
+                "imbalanced_threshold": llm.router_imbalance,
+                "do_eviction": True,
+                "eviction_threshold_chars": llm.router_tree_max_chars,
+                "eviction_target_chars": llm.router_tree_max_chars * 9 // 10,
+            },
+        }
+    return options
 
 
 def placement_group_config(llm: LLMSettings) -> dict[str, Any] | None:

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
+
 from deployments.config import LLMSettings
 from deployments.llm import deployment_options, engine_env, engine_kwargs
 
@@ -77,3 +80,49 @@ def test_services_pin_to_the_head_by_default() -> None:
 
     assert PlacementSettings().head_resources() == {"node:__internal_head__": 0.001}
     assert PlacementSettings(services_on_head=False).head_resources() == {}
+
+
+def test_prefix_affinity_router_and_prefix_caching_by_default() -> None:
+    llm = LLMSettings()
+    assert engine_kwargs(llm)["enable_prefix_caching"] is True
+    router = deployment_options(llm)["request_router_config"]
+    assert router["request_router_class"] == "deployments.llm_router.PrefixAffinityRouter"
+    kwargs = router["request_router_kwargs"]
+    assert kwargs["imbalanced_threshold"] == llm.router_imbalance and kwargs["do_eviction"] is True
+    assert kwargs["eviction_target_chars"] < kwargs["eviction_threshold_chars"] == llm.router_tree_max_chars
+    # Serve's default router: no request_router_config at all.
+    assert "request_router_config" not in deployment_options(LLMSettings(request_router="power_of_two"))
+    assert engine_kwargs(LLMSettings(prefix_caching=False))["enable_prefix_caching"] is False
+
+
+def test_the_router_class_path_imports() -> None:
+    from ray.serve._private.utils import import_attr
+
+    from deployments.llm_router import ROUTER_PATH, PrefixAffinityRouter
+
+    assert import_attr(ROUTER_PATH) is PrefixAffinityRouter
+
+
+def test_prompts_without_text_go_by_serves_default_choice() -> None:
+    """Ray's prefix router divides by the prompt text's length: an empty text, a token-id prompt or a call
+    without a request must never reach it."""
+    from types import SimpleNamespace
+
+    from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
+
+    from deployments.llm_router import PrefixAffinityRouter
+
+    router = PrefixAffinityRouter.__new__(PrefixAffinityRouter)  # no Serve machinery needed for this
+    chat = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hello there"}])
+    assert router._prompt_text(SimpleNamespace(args=[chat])) == "hello there"
+    ids = CompletionRequest(model="m", prompt=[1, 2, 3])
+    assert router._prompt_text(SimpleNamespace(args=[ids])) is None
+    assert router._prompt_text(SimpleNamespace(args=[])) is None
+    assert router._prompt_text(SimpleNamespace(args=["health"])) is None
+    assert router._prompt_text(None) is None
+
+
+def test_int4_weights_need_16_bit_activations() -> None:
+    with pytest.raises(ValidationError, match="weights: int4 needs dtype bfloat16 or float16"):
+        LLMSettings(weights="int4", dtype="float32")
+    assert LLMSettings(weights="int4", dtype="bfloat16").weights == "int4"
