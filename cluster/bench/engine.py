@@ -10,16 +10,21 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cluster import credentials, model_store, processes
+from cluster.bench.cpu_profile import CpuProfile, RoleShare
 from cluster.bench.load import PROMPTS, LevelResult, run_level
-from cluster.bench.report import write_report
-from cluster.bench.stack import running_stack
+from cluster.bench.report import HF, STACK, VLLM, write_report
+from cluster.bench.stack import nginx_https, running_stack
 from cluster.settings import RaychatSettings, load_settings
+from deployments.config import LLMSettings
+from deployments.llm import engine_env, engine_kwargs
 
 VLLM_SERVER = "vllm-server"
 
@@ -28,33 +33,53 @@ def log(message: str) -> None:
     print(f"[bench-engine] {message}", flush=True)
 
 
+@dataclass
+class Target:
+    """One server under test: where it listens, what it needs to be called, and the fields raychat wants
+    (`cache: false`: the question cache would answer repeated benchmark prompts without the engine)."""
+
+    name: str
+    base_url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    verify: ssl.SSLContext | bool = True
+    extra: dict[str, object] = field(default_factory=dict)
+
+
 def run_levels(
-    name: str,
-    base_url: str,
-    model: str,
-    args: argparse.Namespace,
-    headers: dict[str, str] | None = None,
+    target: Target, model: str, args: argparse.Namespace, profiles: dict[str, dict[int, list[RoleShare]]]
 ) -> list[LevelResult]:
-    log(f"{name}: warm-up")
-    asyncio.run(run_level(base_url, model, 2, 2, 16, headers))
+    log(f"{target.name}: warm-up")
+    asyncio.run(run_level(target.base_url, model, 2, 2, 16, target.headers, target.verify, target.extra))
     results = []
     for concurrency in args.levels:
         requests = max(args.min_requests, concurrency * args.rounds)
-        result = asyncio.run(run_level(base_url, model, concurrency, requests, args.max_tokens, headers))
+        profile = CpuProfile()
+        profile.start()
+        result = asyncio.run(
+            run_level(
+                target.base_url,
+                model,
+                concurrency,
+                requests,
+                args.max_tokens,
+                target.headers,
+                target.verify,
+                target.extra,
+            )
+        )
+        profiles.setdefault(target.name, {})[concurrency] = profile.stop(result.output_tokens)
         log(
-            f"{name}: {concurrency:>3} streams  {result.tok_per_s:7.1f} tok/s  "
-            f"TTFT p50 {result.ttft_pct(50) * 1000:7.1f} ms  errors {result.errors}"
+            f"{target.name}: {concurrency:>3} streams  {result.tok_per_s:7.1f} tok/s  "
+            f"TTFT p50 {result.ttft_pct(50) * 1000:7.1f} ms  p95 {result.ttft_pct(95) * 1000:7.1f} ms  "
+            f"errors {result.errors}"
         )
         results.append(result)
     return results
 
 
-def bench_plain_vllm(
-    settings: RaychatSettings, model_path: Path, args: argparse.Namespace
-) -> list[LevelResult]:
-    from deployments.llm import engine_env
-
-    llm = settings.llm
+def vllm_server_argv(llm: LLMSettings, model_path: Path, port: int) -> list[str]:
+    """The plain server gets exactly the engine arguments the stack's replicas get (`engine_kwargs`), as
+    its command-line flags: one engine against one engine, on CPU and on GPU alike."""
     argv = [
         sys.executable,
         "-m",
@@ -66,16 +91,27 @@ def bench_plain_vllm(
         "--host",
         "127.0.0.1",
         "--port",
-        str(args.vllm_port),
-        "--dtype",
-        llm.dtype,
-        "--max-model-len",
-        str(llm.max_model_len),
+        str(port),
     ]
-    if llm.max_num_seqs:
-        argv += ["--max-num-seqs", str(llm.max_num_seqs)]
-    if llm.enforce_eager:
-        argv.append("--enforce-eager")
+    for key, value in engine_kwargs(llm).items():
+        flag = key.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(f"--{flag}" if value else f"--no-{flag}")
+        elif isinstance(value, dict | list):
+            argv += [f"--{flag}", json.dumps(value)]
+        elif value is not None:
+            argv += [f"--{flag}", str(value)]
+    return argv
+
+
+def bench_plain_vllm(
+    settings: RaychatSettings,
+    model_path: Path,
+    args: argparse.Namespace,
+    profiles: dict[str, dict[int, list[RoleShare]]],
+) -> list[LevelResult]:
+    llm = settings.llm
+    argv = vllm_server_argv(llm, model_path, args.vllm_port)
     env = {**os.environ, **engine_env(llm, settings.data_dir), "VLLM_HOST_IP": "127.0.0.1"}
     log(f"(a) starting a plain vLLM OpenAI server on 127.0.0.1:{args.vllm_port}")
     processes.spawn(
@@ -83,15 +119,21 @@ def bench_plain_vllm(
     )
     try:
         processes.wait_http(f"http://127.0.0.1:{args.vllm_port}/v1/models", timeout=600, what="vLLM server")
-        return run_levels("vLLM", f"http://127.0.0.1:{args.vllm_port}", llm.model_id, args)
+        target = Target(VLLM, f"http://127.0.0.1:{args.vllm_port}")
+        return run_levels(target, llm.model_id, args, profiles)
     finally:
         processes.stop(settings.run_dir, VLLM_SERVER)
 
 
-def bench_stack(settings: RaychatSettings, args: argparse.Namespace) -> list[LevelResult]:
-    log("(b) bringing up the raychat stack (one LLM replica, nginx in front)")
+def bench_stack(
+    settings: RaychatSettings, args: argparse.Namespace, profiles: dict[str, dict[int, list[RoleShare]]]
+) -> list[LevelResult]:
+    log("(b) bringing up the raychat stack (one LLM replica, Nginx in front)")
     with running_stack(settings) as url:
-        return run_levels("raychat", url, settings.llm.model_id, args, credentials.auth_headers(settings))
+        url, verify = nginx_https(settings, url)
+        log(f"raychat: {url}")
+        target = Target(STACK, url, credentials.auth_headers(settings), verify, {"cache": False})
+        return run_levels(target, settings.llm.model_id, args, profiles)
 
 
 def bench_hf_generate(
@@ -161,13 +203,15 @@ def bench_hf_generate(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="raychat bench engine", description=__doc__)
-    parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
+    parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32, 64])
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=2, help="requests per stream at each level")
     parser.add_argument("--min-requests", type=int, default=4)
     parser.add_argument("--vllm-port", type=int, default=8100)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    parser.add_argument("--only", default="vllm,stack,hf", help="subset of vllm,stack,hf")
+    parser.add_argument(
+        "--only", default="vllm,stack", help="subset of vllm,stack,hf (hf: transformers' generate, batched)"
+    )
     return parser.parse_args(argv)
 
 
@@ -176,32 +220,50 @@ def main(argv: list[str] | None = None, settings: RaychatSettings | None = None)
     settings = settings or load_settings()
     # One engine against one engine: the stack runs a single replica for the comparison.
     settings.llm.min_replicas = settings.llm.max_replicas = 1
-    model_path = model_store.resolve_model(
+    full_path = model_store.resolve_model(
         settings.llm.model_source, settings.data_dir / "models", expected_sha256=settings.llm.model_sha256
     )
+    # Plain vLLM serves what the stack serves (the 4-bit export with `llm.weights: int4`); transformers'
+    # generate cannot load that export, so it always gets the full weights.
+    model_path = model_store.resolve_weights(full_path, settings.llm.weights, settings.data_dir / "models")
     only = set(args.only.split(","))
     runs: dict[str, list[LevelResult]] = {}
+    profiles: dict[str, dict[int, list[RoleShare]]] = {}
     if "vllm" in only:
-        runs["vLLM server"] = bench_plain_vllm(settings, model_path, args)
+        runs[VLLM] = bench_plain_vllm(settings, model_path, args, profiles)
     if "stack" in only:
-        runs["raychat (nginx)"] = bench_stack(settings, args)
+        runs[STACK] = bench_stack(settings, args, profiles)
     if "hf" in only:
-        runs["HF generate"] = bench_hf_generate(settings, model_path, args)
+        runs[HF] = bench_hf_generate(settings, full_path, args)
     meta = {
         "model": settings.llm.model_id,
         "dtype": settings.llm.dtype,
+        "weights": settings.llm.weights,
         "enforce_eager": settings.llm.enforce_eager,
         "max_tokens": args.max_tokens,
         "levels": args.levels,
         "cpus": os.cpu_count(),
         "stream_batching_interval_ms": settings.llm.stream_batching_interval_ms,
+        "tls": settings.tls.enabled,
+        "serve_mtls": settings.tls.enabled and settings.tls.serve_mtls,
+        "direct_ingress": settings.serve.direct_ingress,
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "engine.json").write_text(
-        json.dumps({"meta": meta, "runs": {k: [r.as_dict() for r in v] for k, v in runs.items()}}, indent=2)
+        json.dumps(
+            {
+                "meta": meta,
+                "runs": {k: [r.as_dict() for r in v] for k, v in runs.items()},
+                "cpu_profiles": {
+                    name: {str(level): [s.as_dict() for s in shares] for level, shares in by_level.items()}
+                    for name, by_level in profiles.items()
+                },
+            },
+            indent=2,
+        )
     )
-    table = write_report(args.out, meta, runs)
+    table = write_report(args.out, meta, runs, profiles)
     print(table)
     log(f"wrote {args.out / 'engine.md'} and {args.out / 'engine.png'}")
     return 0
