@@ -100,6 +100,14 @@ class ServeSettings(Section):
         "gateway.num_replicas, so a rolling update's new replicas find a port the proxies already list",
     )
 
+    direct_ingress_drain_s: float = Field(
+        2,
+        gt=0,
+        description="a Gateway replica being stopped keeps serving at least this long (and until its "
+        "requests finish); Serve's default 30 s is for load balancers that learn late, while Nginx and "
+        "Traefik here move to the next port as soon as one refuses",
+    )
+
     def direct_ingress_range(self) -> range:
         return range(
             self.direct_ingress_first_port, self.direct_ingress_first_port + self.direct_ingress_ports
@@ -122,6 +130,7 @@ class ServeSettings(Section):
             "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(ports.stop),
             # A replaced replica takes the port its predecessor freed, one the proxies list, at once.
             "RAY_SERVE_PORT_QUARANTINE_S": "0",
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": f"{self.direct_ingress_drain_s:g}",
         }
         return env
 

@@ -113,6 +113,7 @@ def test_direct_ingress_ports_in_serves_environment(tmp_path: Path) -> None:
         "30008",
     )
     assert env["RAY_SERVE_PORT_QUARANTINE_S"] == "0"
+    assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "2"
     off = load_settings(data_dir=tmp_path, serve={"direct_ingress": False}).serve.env()
     assert off["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "0"
 
