@@ -103,12 +103,12 @@ async def run_phase(
                     payload = body(model, docs[doc], question, max_tokens)
                     async with client.stream("POST", f"{url}/v1/chat/completions", json=payload) as resp:
                         resp.raise_for_status()
-                        async for piece in resp.aiter_text():
-                            if '"content"' in piece:
-                                ttfts.append(time.perf_counter() - began)
-                                break
-                        async for _ in resp.aiter_bytes():
-                            pass
+                        first: float | None = None
+                        async for piece in resp.aiter_text():  # read to the end: the stream's full cost
+                            if first is None and '"content"' in piece:
+                                first = time.perf_counter() - began
+                        if first is not None:
+                            ttfts.append(first)
                 except httpx.HTTPError:
                     errors += 1
 

@@ -126,3 +126,37 @@ def test_int4_weights_need_16_bit_activations() -> None:
     with pytest.raises(ValidationError, match="weights: int4 needs dtype bfloat16 or float16"):
         LLMSettings(weights="int4", dtype="float32")
     assert LLMSettings(weights="int4", dtype="bfloat16").weights == "int4"
+
+
+def test_a_failing_prefix_choice_falls_back_and_forgets_the_gone_replica(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Seen on the real stack: after a redeploy the shared prefix tree named a replica that was gone,
+    Ray's router raised KeyError, and Serve never routed the request. Ours falls back instead."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from ray.serve._private.common import DeploymentID, ReplicaID
+    from ray.serve._private.request_router import PowerOfTwoChoicesRequestRouter
+    from ray.serve.llm.openai_api_models import ChatCompletionRequest
+    from ray.serve.llm.request_router import PrefixCacheAffinityRouter
+
+    from deployments.llm_router import PrefixAffinityRouter
+
+    gone = ReplicaID("gone1234", DeploymentID(name="LLM:m", app_name="raychat"))
+
+    async def stale_tree(self: object, candidates: object, pending: object = None) -> object:
+        raise KeyError(gone)
+
+    async def default_choice(self: object, candidate_replicas: object, pending_request: object = None) -> str:
+        return "power-of-two"
+
+    monkeypatch.setattr(PrefixCacheAffinityRouter, "choose_replicas", stale_tree)
+    monkeypatch.setattr(PowerOfTwoChoicesRequestRouter, "choose_replicas", default_choice)
+    removed: list[list[str]] = []
+    router = PrefixAffinityRouter.__new__(PrefixAffinityRouter)
+    router._tree_actor = SimpleNamespace(remove_tenants=SimpleNamespace(remote=removed.append))
+    chat = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hello"}])
+    chosen = asyncio.run(router.choose_replicas(["a", "b"], SimpleNamespace(args=[chat])))
+    assert chosen == "power-of-two"
+    assert removed == [[gone.to_full_id_str()]]
