@@ -17,7 +17,7 @@ import pytest
 from cluster import loadtest
 from cluster.ingress import nginx, traefik
 from cluster.settings import RaychatSettings, load_settings
-from tests.conftest import ROOT, TEST_ENV, TLS_DIR, Stack
+from tests.conftest import ROOT, TEST_ENV, TLS_DIR, Stack, tls_context
 
 MODEL = "smollm2-135m-instruct"
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Count from one to twenty."}]}
@@ -170,10 +170,9 @@ def test_proxies_reach_the_gateway_replicas_directly_over_mtls(stack: Stack) -> 
     for port in listening:
         url = f"https://127.0.0.1:{port}/healthz"
         assert stack.http.get(url, timeout=10).status_code == 200  # the ingress's client certificate
-        ca_only = httpx.Client(verify=str(TLS_DIR / "ca.crt"), timeout=10)
-        with pytest.raises(httpx.HTTPError):  # the TLS handshake fails without a client certificate
-            ca_only.get(url)
-        ca_only.close()
+        with httpx.Client(verify=tls_context(client_certificate=False), timeout=10) as ca_only:
+            with pytest.raises(httpx.HTTPError):  # the TLS handshake fails without a client certificate
+                ca_only.get(url)
     before = _log_size(stack)
     for base in (stack.url, stack.https_url):
         assert stack.http.get(f"{base}/v1/models", timeout=30).status_code == 200

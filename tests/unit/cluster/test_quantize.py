@@ -99,14 +99,15 @@ def test_full_weights_are_the_model_itself(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def bundled_model() -> Path:
-    """The dequantised bundled model as `raychat prepare-model` (or the test stack) left it."""
+    """The dequantised bundled model as `raychat prepare-model` (or the test stack) left it; on a fresh
+    clone it is prepared here, into the test stack's data dir, which the stack then reuses."""
     bundled = model_store.find_bundled_gguf()
     name = f"{bundled.path.stem}-{bundled.sha256[:12]}"
     for data_dir in (REPO / "data", REPO / ".test-data"):
         candidate = data_dir / "models" / name
         if (candidate / "raychat-model.json").exists() and (candidate / "config.json").exists():
             return candidate
-    pytest.skip("the bundled model is not prepared: run `raychat prepare-model` first")
+    return model_store.prepare_bundled(REPO / ".test-data" / "models")
 
 
 @pytest.fixture(scope="module")
