@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from cluster import credentials
+from cluster.bench.load import pct_of
 from cluster.bench.stack import nginx_https, running_stack
 from cluster.settings import RaychatSettings, load_settings
 
@@ -29,9 +30,9 @@ def log(message: str) -> None:
     print(f"[bench cache] {message}", file=sys.stderr, flush=True)
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] if ordered else 0.0
+def ms(values: list[float], p: float) -> float:
+    """The p-th percentile of latencies in seconds, as milliseconds (0 for none)."""
+    return pct_of(values, p, empty=0.0) * 1000
 
 
 def timed_chat(client: httpx.Client, url: str, body: dict[str, Any]) -> tuple[float, str]:
@@ -83,15 +84,15 @@ def run(
                 elapsed, state = timed_chat(client, url, body)
                 cached.append(elapsed)
                 wrong += state != "hit"
-            log(f"cached pass {r + 1}/{repeats}: p50 so far {pct(cached, 50) * 1000:.2f} ms")
+            log(f"cached pass {r + 1}/{repeats}: p50 so far {ms(cached, 50):.2f} ms")
     return {
         "questions": questions,
         "repeats": repeats,
         "max_tokens": max_tokens,
         "unexpected_cache_state": wrong,
-        "generated_ms": {"p50": pct(generated, 50) * 1000, "p95": pct(generated, 95) * 1000},
-        "cached_ms": {"p50": pct(cached, 50) * 1000, "p95": pct(cached, 95) * 1000},
-        "healthz_ms": {"p50": pct(floor, 50) * 1000, "p95": pct(floor, 95) * 1000},
+        "generated_ms": {"p50": ms(generated, 50), "p95": ms(generated, 95)},
+        "cached_ms": {"p50": ms(cached, 50), "p95": ms(cached, 95)},
+        "healthz_ms": {"p50": ms(floor, 50), "p95": ms(floor, 95)},
         "samples_ms": {"generated": [x * 1000 for x in generated], "cached": [x * 1000 for x in cached]},
     }
 

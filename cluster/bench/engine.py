@@ -13,6 +13,8 @@ import os
 import ssl
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,25 +106,33 @@ def vllm_server_argv(llm: LLMSettings, model_path: Path, port: int) -> list[str]
     return argv
 
 
+@contextmanager
+def plain_vllm_server(
+    settings: RaychatSettings, llm: LLMSettings, model_path: Path, port: int, log_name: str
+) -> Iterator[tuple[str, int]]:
+    """A plain vLLM OpenAI server with the stack's engine arguments and environment, on loopback; yields
+    its URL and pid, and stops it after."""
+    env = {**os.environ, **engine_env(llm, settings.data_dir), "VLLM_HOST_IP": "127.0.0.1"}
+    argv = vllm_server_argv(llm, model_path, port)
+    log_file = settings.logs_dir / log_name
+    pid = processes.spawn(settings.run_dir, VLLM_SERVER, argv, log_file=log_file, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        processes.wait_http(f"{base}/v1/models", timeout=600, what="vLLM server")
+        yield base, pid
+    finally:
+        processes.stop(settings.run_dir, VLLM_SERVER)
+
+
 def bench_plain_vllm(
     settings: RaychatSettings,
     model_path: Path,
     args: argparse.Namespace,
     profiles: dict[str, dict[int, list[RoleShare]]],
 ) -> list[LevelResult]:
-    llm = settings.llm
-    argv = vllm_server_argv(llm, model_path, args.vllm_port)
-    env = {**os.environ, **engine_env(llm, settings.data_dir), "VLLM_HOST_IP": "127.0.0.1"}
     log(f"(a) starting a plain vLLM OpenAI server on 127.0.0.1:{args.vllm_port}")
-    processes.spawn(
-        settings.run_dir, VLLM_SERVER, argv, log_file=settings.logs_dir / "bench-vllm.log", env=env
-    )
-    try:
-        processes.wait_http(f"http://127.0.0.1:{args.vllm_port}/v1/models", timeout=600, what="vLLM server")
-        target = Target(VLLM, f"http://127.0.0.1:{args.vllm_port}")
-        return run_levels(target, llm.model_id, args, profiles)
-    finally:
-        processes.stop(settings.run_dir, VLLM_SERVER)
+    with plain_vllm_server(settings, settings.llm, model_path, args.vllm_port, "bench-vllm.log") as (base, _):
+        return run_levels(Target(VLLM, base), settings.llm.model_id, args, profiles)
 
 
 def bench_stack(

@@ -28,6 +28,7 @@ import httpx
 import numpy as np
 
 from cluster import credentials
+from cluster.bench.load import pct_of
 from cluster.bench.stack import running_stack
 from cluster.settings import RaychatSettings, load_settings
 from knowledge.config import SEARCH_MODES, KnowledgeSettings
@@ -42,11 +43,6 @@ WORDS = (
 
 def log(message: str) -> None:
     print(f"[bench-knowledge] {message}", flush=True)
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def synthetic_text(rng: random.Random, n: int = 40) -> str:
@@ -105,8 +101,8 @@ def bench_store(
         "write_chunks_per_s": round(rows / write_s, 1),
         "index_build_s": round(index_s, 2),
         "recall_at_5": round(statistics.fmean(recalls), 3),
-        **{f"{mode}_p50_ms": round(pct(v, 50) * 1000, 2) for mode, v in latencies.items()},
-        **{f"{mode}_p95_ms": round(pct(v, 95) * 1000, 2) for mode, v in latencies.items()},
+        **{f"{mode}_p50_ms": round(pct_of(v, 50) * 1000, 2) for mode, v in latencies.items()},
+        **{f"{mode}_p95_ms": round(pct_of(v, 95) * 1000, 2) for mode, v in latencies.items()},
     }
 
 

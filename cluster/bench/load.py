@@ -24,10 +24,10 @@ PROMPTS = [
 ]
 
 
-def pct_of(values: list[float], pct: float) -> float:
-    """The nearest-rank percentile; NaN for no values."""
+def pct_of(values: list[float], pct: float, empty: float = float("nan")) -> float:
+    """The nearest-rank percentile of `values`; `empty` when there are none."""
     if not values:
-        return float("nan")
+        return empty
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
 

@@ -16,11 +16,10 @@ from typing import Any
 
 import psutil
 
-from cluster import model_store, processes
-from cluster.bench.engine import VLLM_SERVER, vllm_server_argv
+from cluster import model_store
+from cluster.bench.engine import plain_vllm_server
 from cluster.bench.load import LevelResult, run_level
 from cluster.settings import RaychatSettings, load_settings
-from deployments.llm import engine_env
 
 WEIGHTS = ("full", "int4")
 
@@ -46,14 +45,9 @@ def run_one(
     settings: RaychatSettings, weights: str, model_dir: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
     llm = settings.llm.model_copy(update={"weights": weights})
-    env = {**os.environ, **engine_env(llm, settings.data_dir), "VLLM_HOST_IP": "127.0.0.1"}
-    argv = vllm_server_argv(llm, model_dir, args.vllm_port)
     log(f"{weights}: starting vLLM on {model_dir.name}")
-    log_file = settings.logs_dir / f"bench-quant-{weights}.log"
-    pid = processes.spawn(settings.run_dir, VLLM_SERVER, argv, log_file=log_file, env=env)
-    base = f"http://127.0.0.1:{args.vllm_port}"
-    try:
-        processes.wait_http(f"{base}/v1/models", timeout=600, what="vLLM server")
+    log_name = f"bench-quant-{weights}.log"
+    with plain_vllm_server(settings, llm, model_dir, args.vllm_port, log_name) as (base, pid):
         asyncio.run(run_level(base, llm.model_id, 2, 2, 16))
         levels: list[LevelResult] = []
         for streams in args.levels:
@@ -61,8 +55,6 @@ def run_one(
             log(f"{weights}: {streams} streams {level.tok_per_s:.1f} tok/s")
             levels.append(level)
         rss = engine_rss(pid)
-    finally:
-        processes.stop(settings.run_dir, VLLM_SERVER)
     return {
         "weights_mib": round(weights_bytes(model_dir) / 2**20, 1),
         "engine_rss_mib": round(rss / 2**20, 1),
