@@ -40,6 +40,12 @@ class LLMSettings(Section):
 
     model_id: str = Field("smollm2-135m-instruct", min_length=1, description="name clients ask for")
     model_source: str = Field("bundled", description="'bundled' or a local model directory")
+    model_aliases: list[str] = Field(
+        default_factory=list,
+        description="other names clients may ask for (served as `model_id`), e.g. the name a model had "
+        "before an upgrade; `raychat upgrade` adds the previous name itself unless "
+        "upgrade.keep_previous_model_name is off",
+    )
     model_sha256: str | None = Field(
         None, description="expected SHA-256 of the bundled GGUF (default: the wheel's)"
     )
@@ -83,7 +89,7 @@ class LLMSettings(Section):
     initial_replicas: int | None = Field(None, ge=0)
     target_ongoing_requests: float = Field(24, gt=0)
     max_ongoing_requests: int = Field(64, ge=1)
-    max_queued_requests: int = Field(256, ge=-1, description="-1: unbounded")
+    max_queued_requests: int = Field(256, ge=-1, description="-1: unbounded; else at least 1 (Serve's rule)")
     upscale_delay_s: float = Field(5, ge=0)
     downscale_delay_s: float = Field(30, ge=0)
     stream_batching_interval_ms: float = Field(
@@ -119,6 +125,8 @@ class LLMSettings(Section):
             self.min_replicas <= self.initial_replicas <= self.max_replicas
         ):
             raise ValueError("initial_replicas must lie between min_replicas and max_replicas")
+        if self.max_queued_requests == 0:
+            raise ValueError("max_queued_requests: -1 (unbounded) or at least 1; Serve refuses 0")
         if self.target_ongoing_requests > self.max_ongoing_requests:
             raise ValueError("target_ongoing_requests must not exceed max_ongoing_requests")
         if "CPU" in self.engine_bundle_resources:
@@ -321,6 +329,12 @@ class AppConfig(Section):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     model_path: Path = Field(description="resolved local model directory vLLM loads")
     data_dir: Path
+    version: str = Field(
+        "dev", description="this deployment's version, sent as X-Raychat-Version on every response"
+    )
+    model_version: str = Field(
+        "", description="digest of what decides the model's answers; keys the question cache"
+    )
 
     @property
     def audit_path(self) -> Path:
@@ -336,4 +350,4 @@ class AppConfig(Section):
 
     @property
     def store_dir(self) -> Path:
-        return self.knowledge.store_dir or self.data_dir / "knowledge"
+        return self.knowledge.store_dir or self.data_dir / self.knowledge.default_store_name()

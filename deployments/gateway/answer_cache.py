@@ -48,16 +48,23 @@ def cache_key(endpoint: str, body: dict[str, Any], retrieval: dict[str, Any] | N
 
 
 class QuestionCache:
-    def __init__(self, redis: RedisState, settings: CacheSettings) -> None:
+    """Entries live under the model's version: after an upgrade to other weights or engine options, no
+    answer the previous model generated is served as the new one's (both colours share Redis)."""
+
+    def __init__(self, redis: RedisState, settings: CacheSettings, model_version: str = "") -> None:
         self.redis = redis
         self.settings = settings
+        self.model_version = model_version
+
+    def _key(self, key: str) -> str:
+        return self.redis.key("answer", self.model_version, key)
 
     async def get(self, key: str) -> dict[str, Any] | None:
         """{"kind": "json", "body": ...} or {"kind": "sse", "events": "..."}; None on a miss or outage."""
         if not self.settings.enabled:
             return None
         try:
-            raw = await self.redis.run(lambda c: c.get(self.redis.key("answer", key)))
+            raw = await self.redis.run(lambda c: c.get(self._key(key)))
         except RedisUnavailable:
             return None
         return json.loads(raw) if raw else None
@@ -69,9 +76,7 @@ class QuestionCache:
         if len(encoded.encode()) > self.settings.max_entry_bytes:
             return False
         try:
-            await self.redis.run(
-                lambda c: c.set(self.redis.key("answer", key), encoded, ex=self.settings.ttl_s)
-            )
+            await self.redis.run(lambda c: c.set(self._key(key), encoded, ex=self.settings.ttl_s))
         except RedisUnavailable:
             return False
         return True

@@ -50,15 +50,18 @@ app = FastAPI(title="raychat", version="1", docs_url=None, redoc_url=None)
 install_error_handlers(app)
 for module in (health, generation, sessions, knowledge, admin):
     app.include_router(module.router)
-# The last added runs first: every request gets its trace id and audit line, then a path with control
-# characters is refused, then the caller is authenticated and counted against its quota, then routing.
+# The last added runs first: the route prefix (an upgrade's second colour) is taken off the path, every
+# request gets its trace id, version header and audit line, then a path with control characters is
+# refused, then the caller is authenticated and counted against its quota, then routing.
 app.add_middleware(Authenticate, access=lambda: getattr(services.current(), "access", None))
 app.add_middleware(middleware.RefuseControlCharacters)
 app.add_middleware(
     middleware.TraceAndAudit,
     audit_log=lambda: getattr(services.current(), "audit", None),
     metrics=lambda: getattr(services.current(), "metrics", None),
+    version=lambda: getattr(getattr(services.current(), "config", None), "version", None),
 )
+app.add_middleware(middleware.StripRoutePrefix)
 
 
 def openapi() -> dict[str, Any]:
@@ -116,7 +119,7 @@ def build_services(
     store = SessionStore(redis, config.sessions)
     conversation = Conversation(
         store,
-        QuestionCache(redis, config.cache),
+        QuestionCache(redis, config.cache, config.model_version),
         TokenCounter(config.model_path, config.sessions.message_overhead_tokens),
         metrics,
         config.llm.max_model_len,
@@ -125,7 +128,7 @@ def build_services(
     model_id = config.llm.model_id
     stages = {
         "identify": Identify(),
-        "parse": Parse(model_id, gw.max_body_bytes),
+        "parse": Parse(model_id, gw.max_body_bytes, tuple(config.llm.model_aliases)),
         "authorize": Authorize(),
         "conversation": conversation,
         "retrieval": Retrieval(knowledge_api),

@@ -47,10 +47,12 @@ class TraceAndAudit:
         inner: Callable[..., Awaitable[None]],
         audit_log: Callable[[], Any],
         metrics: Callable[[], Any] = lambda: None,
+        version: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.inner = inner
         self.audit_log = audit_log
         self.metrics = metrics
+        self.version = version
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -65,7 +67,11 @@ class TraceAndAudit:
 
         async def send_with_trace(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", []).append((b"x-trace-id", trace_id.encode()))
+                headers = message.setdefault("headers", [])
+                headers.append((b"x-trace-id", trace_id.encode()))
+                version = self.version()
+                if version:
+                    headers.append((b"x-raychat-version", version.encode()))
                 status[0] = int(message.get("status", 0))
             await send(message)
             done = message["type"] == "http.response.body" and not message.get("more_body", False)
@@ -99,6 +105,27 @@ class _Headers:
 
     def get(self, key: str, default: str | None = None) -> str | None:
         return self._h.get(key.lower(), default)
+
+
+class StripRoutePrefix:
+    """An app deployed under a route prefix (an upgrade's second colour, `/<app name>`) gets the prefixed
+    path from Serve, with the prefix as `root_path`. The prefix is taken off here, before anything else
+    looks at the path, so every check (authentication first: it decides by `/v1/`) sees the same path
+    whatever prefix the app has."""
+
+    def __init__(self, inner: Callable[..., Awaitable[None]]) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        root = scope.get("root_path", "")
+        if scope["type"] == "http" and root:
+            path = scope.get("path", "")
+            if path.startswith(root):
+                scope = {**scope, "path": path[len(root) :] or "/", "root_path": ""}
+                raw = scope.get("raw_path")
+                if isinstance(raw, bytes) and raw.startswith(root.encode()):
+                    scope["raw_path"] = raw[len(root) :] or b"/"
+        await self.inner(scope, receive, send)
 
 
 class RefuseControlCharacters:

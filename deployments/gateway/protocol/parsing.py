@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -27,20 +27,21 @@ from knowledge.config import SEARCH_MODES
 
 
 # --- the parsers: plain JSON in, a typed request (or an APIError naming the parameter) out -----------
-def _check_model(body: Mapping[str, Any], served_model: str) -> str:
+def _check_model(body: Mapping[str, Any], served_model: str, aliases: Sequence[str] = ()) -> str:
+    """The served model's name; an alias (a name the model had before an upgrade) resolves to it."""
     model = body.get("model")
     if model is None:
         return served_model
     if not isinstance(model, str):
         raise bad_request("'model' must be a string", "model", "invalid_type")
-    if model != served_model:
+    if model != served_model and model not in aliases:
         raise APIError(
             404,
-            f"The model '{model}' does not exist. Available: {served_model}",
+            f"The model '{model}' does not exist. Available: {', '.join([served_model, *aliases])}",
             param="model",
             code="model_not_found",
         )
-    return model
+    return served_model
 
 
 def check_messages(messages: Any) -> None:
@@ -98,11 +99,15 @@ def _validate(model: type[BaseModel], body: Mapping[str, Any]) -> Any:
 
 
 def chat_request(
-    body: Mapping[str, Any], served_model: str, *, session_header: str | None = None
+    body: Mapping[str, Any],
+    served_model: str,
+    *,
+    session_header: str | None = None,
+    aliases: Sequence[str] = (),
 ) -> ChatRequest:
     """A chat body as a ChatRequest; the `X-Session-ID` header stands in for a missing `session_id`."""
     fields = dict(body)
-    fields["model"] = _check_model(body, served_model)
+    fields["model"] = _check_model(body, served_model, aliases)
     check_messages(body.get("messages"))
     if fields.get("session_id") is None and session_header is not None:
         fields["session_id"] = session_header
@@ -126,10 +131,14 @@ def check_prompt(prompt: Any) -> None:
 
 
 def completion_request(
-    body: Mapping[str, Any], served_model: str, *, session_header: str | None = None
+    body: Mapping[str, Any],
+    served_model: str,
+    *,
+    session_header: str | None = None,
+    aliases: Sequence[str] = (),
 ) -> CompletionRequest:
     fields = dict(body)
-    fields["model"] = _check_model(body, served_model)
+    fields["model"] = _check_model(body, served_model, aliases)
     if fields.get("session_id") is None and session_header is not None:
         fields["session_id"] = session_header
     _check_extensions(fields, chat=False)

@@ -72,6 +72,8 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "raychat"
     max_model_len: int
+    version: str = Field("", description="the model's version: a digest of its weights and engine options")
+    alias_of: str | None = Field(None, description="for an alias: the model it serves")
 
 
 class ModelList(ListOf):

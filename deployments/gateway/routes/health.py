@@ -33,22 +33,33 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready"})
 
 
-def _card(request: Request) -> ModelCard:
+def _cards(request: Request) -> list[ModelCard]:
+    """The served model, then each alias it answers to (names it had before an upgrade)."""
     svc = services.of(request)
-    return ModelCard(id=svc.model_id, created=svc.created, max_model_len=svc.config.llm.max_model_len)
+    config = svc.config
+    served = ModelCard(
+        id=svc.model_id,
+        created=svc.created,
+        max_model_len=config.llm.max_model_len,
+        version=config.model_version,
+    )
+    aliases = [
+        served.model_copy(update={"id": a, "alias_of": svc.model_id}) for a in config.llm.model_aliases
+    ]
+    return [served, *aliases]
 
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
-    return ModelList(data=[_card(request)])
+    return ModelList(data=_cards(request))
 
 
 @router.get("/v1/models/{model:path}", response_model=ModelCard, responses=ERRORS)
 async def get_model(model: str, request: Request) -> ModelCard:
-    card = _card(request)
-    if model != card.id:
-        raise APIError(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
-    return card
+    for card in _cards(request):
+        if card.id == model:
+            return card
+    raise APIError(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
 
 
 @router.get("/metrics")

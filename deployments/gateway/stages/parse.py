@@ -37,14 +37,19 @@ async def json_body(request: Request, limit: int) -> dict:
 
 
 class Parse:
-    def __init__(self, served_model: str, max_body_bytes: int) -> None:
+    def __init__(self, served_model: str, max_body_bytes: int, aliases: tuple[str, ...] = ()) -> None:
         self.served_model = served_model
         self.max_body_bytes = max_body_bytes
+        self.aliases = aliases
 
     async def __call__(self, ctx: RequestContext) -> None:
         body = await json_body(ctx.http, self.max_body_bytes)
         header = ctx.http.headers.get("x-session-id")
         if ctx.endpoint == "chat":
-            ctx.request = protocol.chat_request(body, self.served_model, session_header=header)
+            ctx.request = protocol.chat_request(
+                body, self.served_model, session_header=header, aliases=self.aliases
+            )
         else:
-            ctx.request = protocol.completion_request(body, self.served_model, session_header=header)
+            ctx.request = protocol.completion_request(
+                body, self.served_model, session_header=header, aliases=self.aliases
+            )

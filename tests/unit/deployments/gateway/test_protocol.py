@@ -173,3 +173,13 @@ def test_parsed_requests_are_frozen() -> None:
     req = validation.chat_request(chat(), MODEL)
     with pytest.raises(ValueError):
         req.model = "other"  # type: ignore[misc]
+
+
+def test_an_alias_resolves_to_the_served_model() -> None:
+    body = {"model": "old-name", "messages": [{"role": "user", "content": "hi"}]}
+    assert validation.chat_request(body, MODEL, aliases=("old-name",)).model == MODEL
+    completion = {"model": "old-name", "prompt": "Once"}
+    assert validation.completion_request(completion, MODEL, aliases=("old-name",)).model == MODEL
+    with pytest.raises(APIError) as refused:
+        validation.chat_request(body, MODEL)
+    assert refused.value.status == 404 and refused.value.code == "model_not_found"
