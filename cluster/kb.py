@@ -17,6 +17,7 @@ from typing import Any
 
 import ray
 
+from cluster.ingress import routing
 from cluster.settings import RaychatSettings
 from cluster.waiting import wait_until
 from knowledge.config import KnowledgeSettings
@@ -87,7 +88,7 @@ def ingest_paths(
     settings: RaychatSettings, kb: str, paths: list[str], *, batch: int = 8, create: bool = True
 ) -> dict[str, int]:
     """`raychat kb ingest NAME PATH...`: parallel parse, batched embedding, progress, a summary."""
-    api = _api(settings.serve.app_name, settings.knowledge)
+    api = _api(routing.live_app(settings), settings.knowledge)
     files = collect_files(paths)
     summary = {"ingested": 0, "unchanged": 0, "failed": 0, "chunks": 0}
 
@@ -148,7 +149,7 @@ def sync_once(settings: RaychatSettings, kb: str, folder: str) -> SyncReport:
         real = confine(Path(folder).absolute(), roots)
     except SourceFolderNotAllowed as exc:
         raise SystemExit(f"raychat kb sync: {exc}") from None
-    client = StoreClient(_api(settings.serve.app_name, settings.knowledge), _loop_thread())
+    client = StoreClient(_api(routing.live_app(settings), settings.knowledge), _loop_thread())
     return sync_folder(client, kb, real, client.ingest, roots=roots)  # type: ignore[arg-type]
 
 
@@ -239,4 +240,4 @@ def start_sync_actor(settings: RaychatSettings, *, restart: bool = False) -> Any
         lifetime="detached",
         get_if_exists=True,
         resources=settings.placement.head_resources(),  # the followed folders are on the head's disk
-    ).remote(settings.serve.app_name, settings.knowledge.model_dump(mode="json"))
+    ).remote(routing.live_app(settings), settings.knowledge.model_dump(mode="json"))

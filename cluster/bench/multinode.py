@@ -36,6 +36,7 @@ import yaml
 
 from cluster import credentials, loadtest, local, nodes, processes
 from cluster.bench.multinode_report import render
+from cluster.ingress import routing
 from cluster.settings import RaychatSettings, load_settings
 from cluster.waiting import WaitTimeout, wait_until
 
@@ -96,7 +97,7 @@ class Timeline:
 def llm_replica_states(settings: RaychatSettings) -> dict[str, int]:
     from ray import serve
 
-    app = serve.status().applications.get(settings.serve.app_name)
+    app = serve.status().applications.get(routing.live_app(settings))
     if app is None:
         return {}
     for name, dep in app.deployments.items():

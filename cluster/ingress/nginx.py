@@ -8,8 +8,10 @@ import subprocess
 from pathlib import Path
 
 from cluster import planes, processes, tls
-from cluster.ingress import edge
+from cluster.ingress import edge, routing
+from cluster.ingress.routing import Routing
 from cluster.settings import RaychatSettings
+from cluster.waiting import wait_until
 
 NAME = "nginx"
 
@@ -35,21 +37,22 @@ def _worker_user() -> str:
     return f"user {pwd.getpwuid(os.geteuid()).pw_name};\n"
 
 
-def upstreams(settings: RaychatSettings) -> list[str]:
+def upstreams(settings: RaychatSettings, split: bool = False) -> list[str]:
     """Where the proxies send requests: the Serve proxies listed in settings; else, with direct ingress,
     every port a Gateway replica may serve on (one not in use refuses the connection at once, and the
-    proxy tries the next); else Serve's own proxy."""
+    proxy tries the next); else Serve's own proxy. While an upgrade runs two colours (`split`), Serve's
+    proxy, which tells them apart by route prefix: the replicas' ports hold both apps' replicas."""
     if settings.ingress.upstreams:
         return list(settings.ingress.upstreams)
-    if settings.serve.direct_ingress:
+    if settings.serve.direct_ingress and not split:
         return [f"{settings.serve.host}:{port}" for port in settings.serve.direct_ingress_range()]
     return [serve_proxy(settings)]
 
 
-def fallback_upstreams(settings: RaychatSettings) -> list[str]:
+def fallback_upstreams(settings: RaychatSettings, split: bool = False) -> list[str]:
     """Serve's proxy behind the direct-ingress ports: it takes requests only while no replica port
     answers (all replicas restarting), one more Ray hop per request but never a refusal."""
-    if settings.ingress.upstreams or not settings.serve.direct_ingress:
+    if settings.ingress.upstreams or not settings.serve.direct_ingress or split:
         return []
     return [serve_proxy(settings)]
 
@@ -58,20 +61,25 @@ def serve_proxy(settings: RaychatSettings) -> str:
     return f"{settings.serve.host}:{settings.serve.port}"
 
 
-def render(settings: RaychatSettings, prefix: Path) -> str:
+def render(settings: RaychatSettings, prefix: Path, colours: Routing | None = None) -> str:
     ing = settings.ingress
     logs = settings.logs_dir
     limit = settings.gateway.max_body_bytes
+    colours = colours or routing.load(settings)
+    # While both colours run, every weight step is a reload, and a reload closes the old workers' idle
+    # keep-alive connections, which races a client sending on one. No client connection is kept alive
+    # then (each response says `Connection: close`), so later reloads find none to close.
+    split = colours.split
     # Passive health checks: after max_fails failures a Serve proxy is left out for fail_timeout.
     servers = "\n".join(
         [
             f"        server {u} max_fails={ing.max_fails} fail_timeout={ing.fail_timeout_s:.0f}s;"
-            for u in upstreams(settings)
+            for u in upstreams(settings, split)
         ]
-        + [f"        server {u} backup;" for u in fallback_upstreams(settings)]
+        + [f"        server {u} backup;" for u in fallback_upstreams(settings, split)]
     )
     too_large = (_TOO_LARGE % limit).replace("'", "\\'")
-    routes = _routes(settings, too_large)
+    routes = _routes(settings, too_large, colours)
     if not settings.tls.enabled:
         listeners = _server(f"listen {ing.host}:{ing.nginx_port} backlog=4096;", routes)
     else:
@@ -96,7 +104,8 @@ events {{
 http {{
     log_format raychat '$remote_addr [$time_iso8601] "$request" $status $body_bytes_sent '
                        'rt=$request_time urt=$upstream_response_time up=$upstream_addr '
-                       'trace=$upstream_http_x_trace_id req=$request_id';
+                       'trace=$upstream_http_x_trace_id req=$request_id '
+                       'version=$upstream_http_x_raychat_version';
     access_log {logs}/nginx-access.log raychat;
     client_body_temp_path {prefix}/client_body;
     proxy_temp_path {prefix}/proxy;
@@ -106,7 +115,7 @@ http {{
 
     client_max_body_size {limit};
     client_body_buffer_size 1m;
-    keepalive_timeout 75s;
+    keepalive_timeout {"0" if split else "75s"};
     keepalive_requests 100000;
     server_tokens off;
 
@@ -115,7 +124,7 @@ http {{
         keepalive {ing.keepalive_connections};
         keepalive_timeout 60s;
     }}
-
+{_split_clients(colours)}
 {listeners}
 }}
 """
@@ -169,16 +178,25 @@ def _upstream_tls(settings: RaychatSettings) -> str:
 """
 
 
-def _routes(settings: RaychatSettings, too_large: str) -> str:
+def _split_clients(colours: Routing) -> str:
+    """Each request's colour, drawn from its random request id: the candidate's share, the rest live."""
+    weight = colours.candidate_weight if colours.split else 0
+    if weight == 0:
+        return ""
+    share = "* candidate;" if weight >= 100 else f"{weight}% candidate;\n        * live;"
+    return f"""
+    split_clients "${{request_id}}" $raychat_colour {{
+        {share}
+    }}
+"""
+
+
+def _proxy(settings: RaychatSettings, target: str, split: bool) -> str:
+    """One location's way to Serve: `target` is the upstream plus, for a prefixed app, its path."""
     ing = settings.ingress
     scheme = "https" if edge.serve_mtls(settings) else "http"
-    tries = len(upstreams(settings)) + len(fallback_upstreams(settings)) + 1
-    return f"""        error_page 413 = @too_large;
-        # Not a named location: nginx cannot redirect a request whose URI it failed to parse to one.
-        error_page 400 /__raychat/bad_request;
-
-        location / {{
-            proxy_pass {scheme}://raychat_serve;
+    tries = len(upstreams(settings, split)) + len(fallback_upstreams(settings, split)) + 1
+    return f"""            proxy_pass {scheme}://raychat_serve{target};
 {_upstream_tls(settings)}            proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $host;
@@ -199,8 +217,55 @@ def _routes(settings: RaychatSettings, too_large: str) -> str:
             # (nginx never resends a POST once sent). Enough tries to walk every upstream once.
             proxy_next_upstream error timeout http_502;
             proxy_next_upstream_tries {tries};
+"""
+
+
+def _target(colour_prefix: str) -> str:
+    # Without a URI part nginx passes the request's own; with a prefix, the prefix and the raw request URI.
+    return f"{colour_prefix}$request_uri" if colour_prefix else ""
+
+
+def _colour_locations(settings: RaychatSettings, colours: Routing) -> tuple[str, str]:
+    """During an upgrade: the line that sends the candidate's share to its internal location, and that
+    location. A request the candidate refuses before answering (502-504: it failed, or is overloaded) is
+    sent again to the live colour, so a failing candidate costs clients nothing while the upgrade's
+    checks see its errors and roll it back."""
+    if colours.candidate is None or colours.candidate_weight == 0:
+        return "", ""
+    live = colours.live.path_prefix
+    jump = (
+        "            if ($raychat_colour = candidate) {\n"
+        "                rewrite ^ /__raychat/candidate last;\n"
+        "            }\n"
+    )
+    locations = f"""
+        location = /__raychat/candidate {{
+            internal;
+{_proxy(settings, f"{colours.candidate.path_prefix}$request_uri", True)}            proxy_intercept_errors on;
+            error_page 413 = @too_large;
+            error_page 502 503 504 = @live;
         }}
 
+        location @live {{
+{_proxy(settings, f"{live}$request_uri", True)}        }}
+"""
+    if colours.writes_to_live:
+        locations += f"""
+        location ~ {routing.KB_WRITES} {{
+{_proxy(settings, f"{live}$request_uri", True)}        }}
+"""
+    return jump, locations
+
+
+def _routes(settings: RaychatSettings, too_large: str, colours: Routing) -> str:
+    jump, candidate_locations = _colour_locations(settings, colours)
+    return f"""        error_page 413 = @too_large;
+        # Not a named location: nginx cannot redirect a request whose URI it failed to parse to one.
+        error_page 400 /__raychat/bad_request;
+
+        location / {{
+{jump}{_proxy(settings, _target(colours.live.path_prefix), colours.split)}        }}
+{candidate_locations}
         location @too_large {{
             default_type application/json;
             return 413 '{too_large}';
@@ -222,9 +287,9 @@ def binary() -> Path:
     return path
 
 
-def start(settings: RaychatSettings) -> bool:
-    """Start nginx unless it already runs; True if it was started now."""
-    run_dir = settings.run_dir
+def _write_config(settings: RaychatSettings) -> list[str]:
+    """Renders the config from settings and the colours record, checks it with `nginx -t`; the argv
+    that runs nginx on it."""
     prefix = settings.data_dir / "ingress" / "nginx"
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (prefix / sub).mkdir(parents=True, exist_ok=True)
@@ -240,13 +305,44 @@ def start(settings: RaychatSettings) -> bool:
         "-e",
         str(settings.logs_dir / "nginx-error.log"),
     ]
-    if processes.is_running(run_dir, NAME):
-        # Same pid, new config: a reload keeps the connections it has.
-        subprocess.run([*argv, "-s", "reload"], check=False, capture_output=True)
-        return False
     check = subprocess.run([*argv, "-t"], capture_output=True, text=True)
     if check.returncode != 0:
         raise processes.ProcessError(f"nginx refused its config {conf}:\n{check.stderr}")
+    return argv
+
+
+def _workers(master: int) -> set[int]:
+    found = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True)
+    return {int(pid) for pid in found.stdout.split()}
+
+
+def reload(settings: RaychatSettings) -> bool:
+    """The config again from settings and the colours record, applied gracefully: nginx's new workers
+    take new requests, the old ones finish every request and stream they hold, then exit. Returns once
+    the new workers run; False when nginx is not running."""
+    pid = processes.read_pid(settings.run_dir, NAME)
+    if pid is None or not processes.is_running(settings.run_dir, NAME):
+        return False
+    argv = _write_config(settings)
+    before = _workers(pid)
+    subprocess.run([*argv, "-s", "reload"], check=True, capture_output=True)
+    wait_until(
+        lambda: bool(_workers(pid) - before),
+        timeout_s=15,
+        interval_s=0.05,
+        what="nginx's workers with the new config",
+        error=processes.ProcessTimeout,
+    )
+    return True
+
+
+def start(settings: RaychatSettings) -> bool:
+    """Start nginx unless it already runs (then its config is reloaded); True if it was started now."""
+    run_dir = settings.run_dir
+    if processes.is_running(run_dir, NAME):
+        reload(settings)  # same pid, new config: a reload keeps the connections it has
+        return False
+    argv = _write_config(settings)
     processes.spawn(run_dir, NAME, argv, log_file=settings.logs_dir / "nginx.out")
     url = f"http://{settings.ingress.host}:{settings.ingress.nginx_port}/healthz"
     # Off loopback plain HTTP redirects to HTTPS, which urllib follows with raychat's CA.

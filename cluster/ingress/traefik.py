@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -12,8 +15,9 @@ from typing import Any
 import yaml
 
 from cluster import processes, tls
-from cluster.ingress import edge
+from cluster.ingress import edge, routing
 from cluster.ingress.nginx import fallback_upstreams, upstreams
+from cluster.ingress.routing import Colour, Routing
 from cluster.settings import RaychatSettings
 from cluster.waiting import wait_until
 
@@ -45,14 +49,20 @@ def static_config(settings: RaychatSettings, dynamic_file: Path) -> dict[str, An
         "entryPoints": entry_points,
         "api": {"insecure": True, "dashboard": False},
         "ping": {"entryPoint": "traefik"},
-        "providers": {"file": {"filename": str(dynamic_file), "watch": False}},
+        # Watched: an upgrade's weight steps are new dynamic files, taken without a restart.
+        "providers": {"file": {"filename": str(dynamic_file), "watch": True}},
         "log": {"level": "WARN", "filePath": str(settings.logs_dir / "traefik.log")},
         "accessLog": {
             "filePath": str(settings.logs_dir / "traefik-access.log"),
-            # JSON: the only format that carries headers; the gateway's X-Trace-ID is logged as
-            # `downstream_X-Trace-Id`.
+            # JSON: the only format that carries headers; the gateway's X-Trace-ID and the version
+            # that answered are logged as `downstream_X-Trace-Id` and `downstream_X-Raychat-Version`.
             "format": "json",
-            "fields": {"headers": {"defaultMode": "drop", "names": {"X-Trace-Id": "keep"}}},
+            "fields": {
+                "headers": {
+                    "defaultMode": "drop",
+                    "names": {"X-Trace-Id": "keep", "X-Raychat-Version": "keep"},
+                }
+            },
         },
     }
 
@@ -69,9 +79,15 @@ def _routers(settings: RaychatSettings) -> dict[str, Any]:
         "raychat-idempotent": (IDEMPOTENT_RULE, 20, ["retry"]),
         "raychat": ("PathPrefix(`/`)", 10, []),
     }
+    colours = routing.load(settings)
+    live_writes = colours.candidate is not None and colours.writes_to_live
+    if live_writes:  # a re-index: knowledge-base writes go to the live colour only
+        limit_rules["raychat-kb-writes"] = (f"PathRegexp(`{routing.KB_WRITES}`)", 25, [])
     routers: dict[str, Any] = {}
     for name, (rule, priority, middlewares) in limit_rules.items():
-        base = {"service": "raychat", "rule": rule, "priority": priority}
+        writes = name in ("raychat-uploads", "raychat-kb-writes")
+        service = "raychat-live" if live_writes and writes else "raychat"
+        base = {"service": service, "rule": rule, "priority": priority}
         if edge.plain_http_serves(settings):
             routers[name] = {
                 **base,
@@ -111,37 +127,75 @@ def _tls_config(settings: RaychatSettings) -> dict[str, Any]:
     }
 
 
-def _load_balancer(settings: RaychatSettings, servers: list[str]) -> dict[str, Any]:
+def _load_balancer(
+    settings: RaychatSettings, servers: list[str], colour: Colour, *, health: bool = True
+) -> dict[str, Any]:
     ing = settings.ingress
     scheme = "https" if edge.serve_mtls(settings) else "http"
-    return {
-        "loadBalancer": {
-            "servers": [{"url": f"{scheme}://{u}"} for u in servers],
-            "passHostHeader": True,
-            # SSE: forward every chunk at once.
-            "responseForwarding": {"flushInterval": "1ms"},
-            "serversTransport": "raychat",
-            # Active checks take a direct-ingress port no replica holds out of the rotation.
-            "healthCheck": {
-                "path": "/healthz",
-                "interval": f"{ing.health_interval_s:g}s",
-                "timeout": f"{ing.connect_timeout_s:.0f}s",
-            },
-            "passiveHealthCheck": {"failureWindow": "5s", "maxFailedAttempts": 2},
-        }
+    path = colour.path_prefix
+    # A prefixed app: the server URL carries its prefix, and preservePath puts it before each path.
+    entries = [{"url": f"{scheme}://{u}{path}", **({"preservePath": True} if path else {})} for u in servers]
+    balancer: dict[str, Any] = {
+        "servers": entries,
+        "passHostHeader": True,
+        # SSE: forward every chunk at once.
+        "responseForwarding": {"flushInterval": "1ms"},
+        "serversTransport": "raychat",
+        "passiveHealthCheck": {"failureWindow": "5s", "maxFailedAttempts": 2},
     }
+    if health:
+        # Active checks take a direct-ingress port no replica holds out of the rotation.
+        balancer["healthCheck"] = {
+            "path": f"{path}/healthz",
+            "interval": f"{ing.health_interval_s:g}s",
+            "timeout": f"{ing.connect_timeout_s:.0f}s",
+        }
+    return {"loadBalancer": balancer}
 
 
-def _services(settings: RaychatSettings) -> dict[str, Any]:
+def _services(settings: RaychatSettings, colours: Routing | None = None) -> dict[str, Any]:
     """The `raychat` service the routers use; with direct ingress, the Gateway replicas' ports, failing
-    over to Serve's proxy while none of them is healthy."""
+    over to Serve's proxy while none of them is healthy. During an upgrade, a weighted split between the
+    colours through Serve's proxy; the candidate's share fails over to the live colour on 502-504 (a
+    refusal before any answer), so a failing candidate costs clients nothing."""
+    colours = colours or routing.load(settings)
+    live = colours.live
+    if colours.candidate is not None:
+        proxies = upstreams(settings, split=True)
+        services: dict[str, Any] = {
+            "raychat-live": _load_balancer(settings, proxies, live, health=False),
+            "raychat-candidate-servers": _load_balancer(settings, proxies, colours.candidate, health=False),
+            "raychat-candidate": {
+                "failover": {
+                    "service": "raychat-candidate-servers",
+                    "fallback": "raychat-live",
+                    "errors": {
+                        "status": ["502-504"],
+                        "maxRequestBodyBytes": settings.gateway.max_body_bytes,
+                    },
+                }
+            },
+        }
+        weight = colours.candidate_weight
+        split = [("raychat-live", 100 - weight), ("raychat-candidate", weight)]
+        services["raychat"] = {
+            "weighted": {"services": [{"name": n, "weight": w} for n, w in split if w > 0]}
+        }
+        return services
     fallback = fallback_upstreams(settings)
     if not fallback:
-        return {"raychat": _load_balancer(settings, upstreams(settings))}
+        return {"raychat": _load_balancer(settings, upstreams(settings), live)}
+    # A port no replica holds (yet) answers 502 until the health check has taken it out, which after
+    # each reload takes up to one check interval: such a 502 is sent again to Serve's proxy.
+    failover = {
+        "service": "raychat-replicas",
+        "fallback": "raychat-serve-proxy",
+        "errors": {"status": ["502"], "maxRequestBodyBytes": settings.gateway.max_body_bytes},
+    }
     return {
-        "raychat": {"failover": {"service": "raychat-replicas", "fallback": "raychat-serve-proxy"}},
-        "raychat-replicas": _load_balancer(settings, upstreams(settings)),
-        "raychat-serve-proxy": _load_balancer(settings, fallback),
+        "raychat": {"failover": failover},
+        "raychat-replicas": _load_balancer(settings, upstreams(settings), live),
+        "raychat-serve-proxy": _load_balancer(settings, fallback, live),
     }
 
 
@@ -193,7 +247,53 @@ def dynamic_config(settings: RaychatSettings) -> dict[str, Any]:
     }
     if settings.tls.enabled:
         config["tls"] = _tls_config(settings)
+    # A marker named after the content: once Traefik's API lists it, this very config is in force.
+    generation = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    middlewares[f"generation-{generation}"] = {"chain": {"middlewares": ["hsts"]}}  # never used
     return config
+
+
+def _generation(config: dict[str, Any]) -> str:
+    return next(n for n in config["http"]["middlewares"] if n.startswith("generation-"))
+
+
+def _write_dynamic(settings: RaychatSettings, path: Path) -> dict[str, Any]:
+    config = dynamic_config(settings)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    os.replace(tmp, path)  # whole, at once: the watcher never reads half a file
+    return config
+
+
+def reload(settings: RaychatSettings, timeout: float = 30) -> bool:
+    """The dynamic config again from settings and the colours record; Traefik's file watcher takes it
+    without a restart (requests in flight finish on the handlers they started on). Returns once Traefik
+    serves it; False when Traefik is not running."""
+    if not processes.is_running(settings.run_dir, NAME):
+        return False
+    path = settings.data_dir / "ingress" / "traefik" / "dynamic.yml"
+    if path.is_file() and yaml.safe_load(path.read_text()) == dynamic_config(settings):
+        return True  # the same config: a rewrite would only make Traefik rebuild its services
+    config = _write_dynamic(settings, path)
+    url = (
+        f"http://{settings.ingress.host}:{api_port(settings)}/api/http/middlewares/{_generation(config)}@file"
+    )
+
+    def applied() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except (urllib.error.URLError, OSError):
+            return False
+
+    wait_until(
+        applied,
+        timeout_s=timeout,
+        interval_s=0.1,
+        what="traefik takes its new config",
+        error=processes.ProcessTimeout,
+    )
+    return True
 
 
 def server_status(settings: RaychatSettings) -> dict[str, str]:
@@ -235,12 +335,13 @@ def wait_routes(settings: RaychatSettings, timeout: float = 30) -> None:
 
 def start(settings: RaychatSettings) -> bool:
     if processes.is_running(settings.run_dir, NAME):
+        reload(settings)
         return False
     prefix = settings.data_dir / "ingress" / "traefik"
     prefix.mkdir(parents=True, exist_ok=True)
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     dynamic = prefix / "dynamic.yml"
-    dynamic.write_text(yaml.safe_dump(dynamic_config(settings), sort_keys=False))
+    _write_dynamic(settings, dynamic)
     static = prefix / "traefik.yml"
     static.write_text(yaml.safe_dump(static_config(settings, dynamic), sort_keys=False))
     argv = [

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from cluster import local
+from cluster.ingress import routing
 from cluster.jobs import batch_rows
 from cluster.jobs.batch_rows import ChatRow
 from cluster.model_store import ModelStoreError, resolve_model
@@ -138,7 +139,7 @@ async def _retrieve(
     from deployments.gateway.protocol import SearchRequest
     from knowledge import prompt
 
-    api = kb._api(settings.serve.app_name, settings.knowledge)
+    api = kb._api(routing.live_app(settings), settings.knowledge)
     try:
         await api.store("get_kb", kb_name)
     except Exception as exc:
