@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: install up down status test test-unit lint fuzz loadtest bench-engine bench-knowledge bench-cache bench-ingress bench-batch bench-multinode bench-auth bench-planes bench-prefix bench-gpu bench-quant
+.PHONY: install up down status upgrade rollback test test-unit lint fuzz loadtest bench-engine bench-knowledge bench-cache bench-ingress bench-batch bench-multinode bench-auth bench-planes bench-prefix bench-gpu bench-quant
 
 install: $(STAMP)
 
@@ -51,6 +51,14 @@ down:
 
 status: install
 	$(BIN)/raychat status
+
+# make upgrade CONFIG=new.yaml [REINDEX=1]: the new version beside the running one, then traffic moves
+upgrade: install
+	@test -n "$(CONFIG)" || { echo "usage: make upgrade CONFIG=new.yaml"; exit 2; }
+	$(BIN)/raychat upgrade --config $(CONFIG) $(if $(REINDEX),--reindex)
+
+rollback: install
+	$(BIN)/raychat rollback
 
 test: install
 	$(BIN)/python -m pytest tests/unit tests/integration tests/e2e

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from cluster.model_store import ModelStoreError
@@ -33,7 +34,23 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start Ray, the Serve app and the ingress; print the URL")
     up.add_argument("--ingress", choices=["nginx", "traefik", "both", "none"], help="override ingress.kind")
     sub.add_parser("down", help="stop what `up` started (keeps the data)")
-    sub.add_parser("status", help="Ray nodes, deployments and replicas, ingress, URL")
+    sub.add_parser("status", help="Ray nodes, deployments and replicas, ingress, URL, colours")
+    upgrade = sub.add_parser(
+        "upgrade",
+        help="start NEW settings (model, engine options, code) beside the running version, smoke-test "
+        "them, shift traffic step by step, roll back by itself on errors",
+    )
+    upgrade.add_argument("--config", dest="new_config", required=True, help="the new YAML settings")
+    upgrade.add_argument(
+        "--strategy",
+        choices=["blue-green", "rolling"],
+        default="blue-green",
+        help="blue-green: a whole second copy on free capacity (default)",
+    )
+    upgrade.add_argument(
+        "--reindex", action="store_true", help="re-embed every knowledge base for a new embedding model"
+    )
+    sub.add_parser("rollback", help="send every request back to the running version during an upgrade")
     join = sub.add_parser("join", help="add this machine to a running Ray head as a worker node")
     join.add_argument("--address", help="the head's GCS host:port (default: this config's head)")
     join.add_argument("--name", default="worker", help="local name of this node (pid file, logs)")
@@ -215,7 +232,45 @@ def _run(args: argparse.Namespace, settings: object) -> int:
             user_classes=args.user_classes,
         )
     elif command == "status":
-        print(json.dumps(local.status(settings), indent=2, default=str))
+        from cluster.upgrade.blue_green import colours_status
+
+        report = local.status(settings)
+        report["colours"] = colours_status(settings)
+        print(json.dumps(report, indent=2, default=str))
+    elif command in ("upgrade", "rollback"):
+        return _upgrade(args, settings)
+    return 0
+
+
+def _upgrade(args: argparse.Namespace, settings: Any) -> int:
+    from cluster.ingress import routing
+    from cluster.upgrade import blue_green
+    from cluster.upgrade.compat import UpgradeRefused
+
+    try:
+        if args.command == "rollback":
+            print(blue_green.rollback(settings))
+            return 0
+        if args.strategy == "rolling":
+            raise UpgradeRefused("--strategy rolling is not available yet: free room for a second copy")
+        live_file = routing.load(settings).live.config_file
+        if args.config is None and live_file:
+            # The running version's own settings file, as the last upgrade recorded it.
+            settings = load_settings(live_file)
+        new = load_settings(args.new_config)
+        report = blue_green.upgrade(
+            settings, new, config_file=str(Path(args.new_config).resolve()), reindex=args.reindex
+        )
+    except UpgradeRefused as exc:
+        print(f"raychat: upgrade refused: {exc}", file=sys.stderr)
+        return 3
+    except blue_green.RolledBack as exc:
+        print(f"raychat: rolled back: {exc}", file=sys.stderr)
+        return 4
+    summary = {"outcome": report.outcome, "phases": report.phases, "notes": report.notes}
+    if report.reindex:
+        summary["reindex"] = report.reindex
+    print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from cluster import model_store, planes, processes, ray_node, redis_server
-from cluster.ingress import nginx, traefik
+from cluster.ingress import nginx, routing, traefik
 from cluster.ray_node import project_root, runtime_env_vars, say
 from cluster.settings import RaychatSettings
 from cluster.waiting import wait_until
-from deployments.config import temp_dir
+from deployments.config import AppConfig, LLMSettings, temp_dir
 from deployments.gateway.redis_state import safe_url
 
 RAY_HEAD = "ray-head"
@@ -95,43 +95,70 @@ def _sync_digest(settings: RaychatSettings) -> str:
     return code.hexdigest()
 
 
-def app_status(settings: RaychatSettings) -> str | None:
+def app_status(settings: RaychatSettings, app_name: str | None = None) -> str | None:
     from ray import serve
 
     try:
         apps = serve.status().applications
     except Exception:
         return None
-    app = apps.get(settings.serve.app_name)
+    app = apps.get(app_name or routing.live_app(settings))
     return str(getattr(app.status, "value", app.status)) if app else None
 
 
-def deploy(settings: RaychatSettings, model_path: Path) -> bool:
-    """Deploy the Serve app unless the same config already runs; True if it was (re)deployed."""
+def model_version(llm: LLMSettings, model_path: Path) -> str:
+    """A digest of what decides the model's answers: its weights (where they are, their checksum, the
+    4-bit export) and the engine options that change outputs; not the ones that only change speed."""
+    from deployments.llm import engine_kwargs
+
+    speed_only = {
+        "max_num_seqs",
+        "max_num_batched_tokens",
+        "enforce_eager",
+        "gpu_memory_utilization",
+        "tensor_parallel_size",
+        "enable_prefix_caching",
+    }
+    material = {
+        "model": str(model_path),
+        "sha256": llm.model_sha256,
+        "weights": llm.weights,
+        "engine": {k: v for k, v in engine_kwargs(llm).items() if k not in speed_only},
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def app_config(settings: RaychatSettings, model_path: Path) -> tuple[AppConfig, str]:
+    """The app's config as deployed, and the digest of it and of the code; its version is the settings'
+    `serve.release`, else the digest's first 12 characters."""
+    # The Redis the app uses: a local server's TLS URL and password file (never the password itself).
+    config = settings.app_config(model_path).model_copy(
+        update={
+            "redis": redis_server.client_settings(settings),
+            "model_version": model_version(settings.llm, model_path),
+        }
+    )
+    digest = _config_digest(config.model_dump(mode="json"))
+    return config.model_copy(update={"version": settings.serve.release or digest[:12]}), digest
+
+
+def run_app(settings: RaychatSettings, config: AppConfig, app_name: str, route_prefix: str) -> None:
+    """`serve.run` of the app under `app_name` and `route_prefix`, waiting (with progress) until every
+    deployment is ready; ProcessError if it cannot start."""
     from ray import serve
 
     from deployments.app import build_app
 
-    # The Redis the app uses: a local server's TLS URL and password file (never the password itself).
-    app = settings.app_config(model_path)
-    app_config = app.model_copy(update={"redis": redis_server.client_settings(settings)}).model_dump(
-        mode="json"
-    )
-    digest = _config_digest(app_config)
-    record = settings.run_dir / _APP_RECORD
-    previous = json.loads(record.read_text()).get("digest") if record.exists() else None
-    if previous == digest and app_status(settings) == "RUNNING":
-        return False
     serve.start(
         proxy_location=settings.serve.proxy_location,
         http_options=planes.serve_http_options(settings),
     )
-    say(f"deploying '{settings.serve.app_name}' (model {settings.llm.model_id}, profile {settings.profile})")
     failure: list[BaseException] = []
+    app_config = config.model_dump(mode="json")
 
     def run() -> None:
         try:
-            serve.run(build_app(app_config), name=settings.serve.app_name, route_prefix="/")
+            serve.run(build_app(app_config), name=app_name, route_prefix=route_prefix)
         except BaseException as exc:  # reported by the waiting thread
             failure.append(exc)
 
@@ -141,22 +168,70 @@ def deploy(settings: RaychatSettings, model_path: Path) -> bool:
         lambda: not worker.is_alive(),
         timeout_s=settings.ray.start_timeout_s,
         interval_s=0.5,
-        what="the app has started",
-        on_tick=lambda s: say(f"  waiting for replicas ({s:.0f}s): {deployment_summary(settings)}"),
+        what=f"the app '{app_name}' has started",
+        on_tick=lambda s: say(f"  waiting for replicas ({s:.0f}s): {deployment_summary(settings, app_name)}"),
         tick_s=10,
         error=processes.ProcessTimeout,
     )
     if failure:
-        raise processes.ProcessError(f"deploying the app failed: {failure[0]}")
-    record.write_text(json.dumps({"digest": digest, "deployed_at": time.time()}))
+        raise processes.ProcessError(f"deploying '{app_name}' failed: {failure[0]}")
+
+
+def deploy(settings: RaychatSettings, model_path: Path) -> bool:
+    """Deploy the Serve app into the live slot unless the same config already runs there; True if it was
+    (re)deployed. (A new version while clients are served: `raychat upgrade`.)"""
+    config, digest = app_config(settings, model_path)
+    colours = routing.load(settings)
+    live = colours.live
+    record = settings.run_dir / _APP_RECORD
+    previous = json.loads(record.read_text()).get("digest") if record.exists() else None
+    if previous == digest and app_status(settings, live.app) == "RUNNING":
+        return False
+    say(f"deploying '{live.app}' (model {settings.llm.model_id}, profile {settings.profile})")
+    run_app(settings, config, live.app, live.prefix)
+    record_app(settings, digest)
+    routing.save(
+        settings,
+        colours.model_copy(
+            update={
+                # `up` deploys the settings the CLI found, not a file an upgrade recorded.
+                "live": live.model_copy(
+                    update={
+                        "version": config.version,
+                        "model_id": settings.llm.model_id,
+                        "config_file": None,
+                        "store_dir": str(config.store_dir),
+                    }
+                )
+            }
+        ),
+    )
     return True
 
 
-def deployment_summary(settings: RaychatSettings) -> str:
+def follow_folders(settings: RaychatSettings, *, restart: bool) -> None:
+    """Knowledge bases with a source_folder follow it from now on, through the live app, with the code
+    and settings of this start: a running sync actor is replaced when they changed (or `restart`)."""
+    from cluster.kb import start_sync_actor
+
+    sync_record = settings.run_dir / "kb-sync.json"
+    digest = _sync_digest(settings)
+    previous = json.loads(sync_record.read_text()).get("digest") if sync_record.exists() else None
+    start_sync_actor(settings, restart=restart or previous != digest)
+    sync_record.write_text(json.dumps({"digest": digest}))
+
+
+def record_app(settings: RaychatSettings, digest: str) -> None:
+    """What runs in the live slot, so that `up` with the same settings and code leaves it alone."""
+    record = settings.run_dir / _APP_RECORD
+    record.write_text(json.dumps({"digest": digest, "deployed_at": time.time()}))
+
+
+def deployment_summary(settings: RaychatSettings, app_name: str | None = None) -> str:
     from ray import serve
 
     try:
-        app = serve.status().applications.get(settings.serve.app_name)
+        app = serve.status().applications.get(app_name or routing.live_app(settings))
     except Exception as exc:
         return f"unavailable ({type(exc).__name__})"
     if app is None:
@@ -172,7 +247,7 @@ def replica_nodes(settings: RaychatSettings) -> dict[str, dict[str, int]]:
     """Live replicas of the app per deployment and node: {deployment: {node_id: count}}."""
     from ray.util.state import list_actors
 
-    prefix = f"ServeReplica:{settings.serve.app_name}:"
+    prefix = f"ServeReplica:{routing.live_app(settings)}:"
     placement: dict[str, dict[str, int]] = {}
     for actor in list_actors(
         address=settings.ray_address,  # never "whichever Ray instance this host runs"
@@ -214,15 +289,7 @@ def up(settings: RaychatSettings) -> str:
     start_ray_head(settings)
     connect(settings)
     redeployed = deploy(settings, model_path)
-    from cluster.kb import start_sync_actor
-
-    # Knowledge bases with a source_folder follow it from now on, with the code and settings of this
-    # start: a running actor is replaced when they changed (or the app was redeployed).
-    sync_record = settings.run_dir / "kb-sync.json"
-    digest = _sync_digest(settings)
-    previous = json.loads(sync_record.read_text()).get("digest") if sync_record.exists() else None
-    start_sync_actor(settings, restart=redeployed or previous != digest)
-    sync_record.write_text(json.dumps({"digest": digest}))
+    follow_folders(settings, restart=redeployed)
     for module in ingress_modules(settings):
         if module.start(settings):
             say(f"{module.NAME} started")
@@ -252,6 +319,7 @@ def down(settings: RaychatSettings) -> list[str]:
         stopped.append(redis_server.NAME)
     (settings.run_dir / _APP_RECORD).unlink(missing_ok=True)
     (settings.run_dir / "kb-sync.json").unlink(missing_ok=True)
+    routing.clear(settings)  # the next `up` deploys into the first slot again
     return stopped
 
 

@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from cluster.plane_settings import FirewallSettings, TLSSettings, is_loopback
+from cluster.upgrade.settings import UpgradeSettings
 from deployments.config import (
     AppConfig,
     AuthSettings,
@@ -74,7 +75,18 @@ class RaySettings(Section):
 class ServeSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    app_name: str = "raychat"
+    app_name: str = Field(
+        "raychat",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="the Serve application `up` deploys on route '/'; an upgrade's other colour is "
+        "'<app_name>-2' on '/<app_name>-2'",
+    )
+    release: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._+-]{1,64}$",
+        description="the version label responses carry as X-Raychat-Version; None: a digest of the code "
+        "and the app's settings",
+    )
     proxy_location: Literal["HeadOnly", "EveryNode"] = Field(
         "HeadOnly",
         description="where Serve runs its HTTP proxy; with EveryNode list every node's proxy in "
@@ -177,6 +189,7 @@ class RaychatSettings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     tls: TLSSettings = Field(default_factory=TLSSettings)
     firewall: FirewallSettings = Field(default_factory=FirewallSettings)
+    upgrade: UpgradeSettings = Field(default_factory=UpgradeSettings)
 
     @field_validator("data_dir")
     @classmethod

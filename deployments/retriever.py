@@ -19,7 +19,7 @@ from knowledge.ingest import IngestResult, PreparedDocument, write
 from knowledge.store import KnowledgeStore, StoreError
 
 # The store methods `call` runs: what the gateway, the CLI and folder sync use, nothing more.
-READS = frozenset({"list_kbs", "get_kb", "documents", "content_hashes"})
+READS = frozenset({"list_kbs", "get_kb", "documents", "content_hashes", "export_document"})
 WRITES = frozenset({"create_kb", "delete_kb", "delete_document"})
 
 

@@ -7,6 +7,7 @@ without importing LanceDB.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -33,7 +34,11 @@ class KnowledgeSettings(BaseModel):
 
     chunk_size: int = Field(750, ge=50, description="characters per chunk, as Langchain-Chatchat")
     chunk_overlap: int = Field(150, ge=0)
-    store_dir: Path | None = Field(None, description="LanceDB directory; default <data_dir>/knowledge")
+    store_dir: Path | None = Field(
+        None,
+        description="LanceDB directory; default <data_dir>/knowledge, or <data_dir>/knowledge-<digest> "
+        "for another embedding model or dimension (tables of one embedding never mix with another's)",
+    )
     source_roots: list[Path] = Field(
         default_factory=lambda: [Path("sources")],
         description="folders knowledge bases may follow (source_folder must lie inside one, symlinks "
@@ -43,6 +48,12 @@ class KnowledgeSettings(BaseModel):
     embedding_model: str = Field("bundled", description="'bundled' (all-MiniLM-L6-v2) or a local model dir")
     embedding_model_id: str = Field(
         "all-MiniLM-L6-v2", min_length=1, description="name /v1/embeddings serves"
+    )
+    embedding_dimension: int | None = Field(
+        None,
+        ge=16,
+        description="cut every vector to its first N dimensions (sentence-transformers' truncate_dim): "
+        "smaller tables and faster search; None: the model's own",
     )
     embedding_threads: int = Field(1, ge=1)
     embedding_max_batch_size: int = Field(64, ge=1, description="@serve.batch max_batch_size")
@@ -81,6 +92,18 @@ class KnowledgeSettings(BaseModel):
             if key not in self.prompt_template:
                 raise ValueError(f"prompt_template must contain {key}")
         return self
+
+    def embedding_identity(self) -> tuple[str, str, int | None]:
+        """What decides the vectors: a store holds vectors of exactly one."""
+        return (self.embedding_model, self.embedding_model_id, self.embedding_dimension)
+
+    def default_store_name(self) -> str:
+        """`knowledge` for the bundled embedding, else `knowledge-<digest of the embedding>`: a new
+        embedding model gets tables of its own, and the old ones stay for whoever still uses them."""
+        if self.embedding_identity() == ("bundled", "all-MiniLM-L6-v2", None):
+            return "knowledge"
+        digest = hashlib.sha256(repr(self.embedding_identity()).encode()).hexdigest()[:10]
+        return f"knowledge-{digest}"
 
     def vector_search(self) -> VectorSearchOptions:
         return VectorSearchOptions(

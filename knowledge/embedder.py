@@ -25,15 +25,21 @@ def resolve_model_path(model: str) -> str:
 
 
 class Embedder:
-    def __init__(self, model: str = BUNDLED, *, threads: int = 1, batch_size: int = 64) -> None:
+    def __init__(
+        self, model: str = BUNDLED, *, threads: int = 1, batch_size: int = 64, dimension: int | None = None
+    ) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
 
         # On a busy small host one intra-op thread beats two that fight the engine for cores.
         torch.set_num_threads(threads)
         self.model_path = resolve_model_path(model)
-        self.model = SentenceTransformer(self.model_path, device="cpu", local_files_only=True)
-        self.dim = int(self.model.get_embedding_dimension() or 0)
+        # `dimension`: the model's vectors cut to their first dimensions (Matryoshka-style truncation,
+        # sentence-transformers' `truncate_dim`), then normalised.
+        self.model = SentenceTransformer(
+            self.model_path, device="cpu", local_files_only=True, truncate_dim=dimension
+        )
+        self.dim = int(dimension or self.model.get_embedding_dimension() or 0)
         self.batch_size = batch_size
         self.name = Path(self.model_path).name
         # A Rust tokenizer keeps its padding and truncation settings on the instance, and encode() sets them

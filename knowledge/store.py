@@ -257,6 +257,28 @@ class KnowledgeStore:
             doc["chunks"] += 1
         return sorted(docs.values(), key=lambda d: d["document"])
 
+    def export_document(self, name: str, doc_id: str) -> dict[str, Any]:
+        """A live document's chunks in order, with their texts and metadata, as `PreparedDocument`'s
+        fields: what a re-index embeds again with another model (no original file is kept)."""
+        table = self._table(name)
+        where = f"doc_id = {quote_literal(doc_id)} AND deleted = false"
+        columns = ["chunk", "text", "metadata", "content_hash", "source", "title", "format"]
+        rows = sorted(
+            table.search().where(where).select(columns).limit(None).to_arrow().to_pylist(),
+            key=lambda r: r["chunk"],
+        )
+        if not rows:
+            raise StoreError(f"document {doc_id!r} not found in knowledge base {name!r}")
+        return {
+            "doc_id": doc_id,
+            "content_hash": rows[0]["content_hash"],
+            "source": rows[0]["source"],
+            "title": rows[0]["title"],
+            "fmt": rows[0]["format"],
+            "texts": [r["text"] for r in rows],
+            "metadata": [json.loads(r["metadata"] or "{}") for r in rows],
+        }
+
     def content_hashes(self, name: str) -> dict[str, str]:
         return {d["document"]: d["content_hash"] for d in self.documents(name)}
 

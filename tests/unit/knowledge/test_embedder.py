@@ -40,3 +40,23 @@ def test_counting_tokens_while_embedding_in_another_thread_breaks_neither() -> N
         counts.add(embedder.count_tokens(texts[:2]))
     thread.join()
     assert errors == [] and len(counts) == 1
+
+
+def test_a_smaller_dimension_cuts_then_normalises_each_vector() -> None:
+    full, cut = Embedder(), Embedder(dimension=128)
+    text = ["the valve closes under high pressure"]
+    short = cut.embed(text)[0]
+    assert cut.dim == 128 and len(short) == 128
+    assert math.isclose(sum(x * x for x in short), 1.0, rel_tol=1e-4)
+    head = full.embed(text)[0][:128]
+    norm = math.sqrt(sum(x * x for x in head))
+    assert all(math.isclose(a, b / norm, abs_tol=1e-4) for a, b in zip(short, head, strict=True))
+
+
+def test_another_embedding_gets_tables_of_its_own() -> None:
+    from knowledge.config import KnowledgeSettings
+
+    assert KnowledgeSettings().default_store_name() == "knowledge"
+    cut = KnowledgeSettings(embedding_dimension=128).default_store_name()
+    other = KnowledgeSettings(embedding_model="/models/bge", embedding_model_id="bge").default_store_name()
+    assert cut.startswith("knowledge-") and other.startswith("knowledge-") and cut != other

@@ -162,3 +162,21 @@ def test_a_store_without_roots_follows_no_folder(tmp_path: Path) -> None:
     s = KnowledgeStore(tmp_path / "kb", dim=DIM, fts_tokenizer="simple")
     with pytest.raises(SourceFolderNotAllowed):
         s.create_kb("docs", source_folder=str(tmp_path))
+
+
+def test_export_gives_a_live_documents_chunks_in_order_for_a_reindex(store: KnowledgeStore) -> None:
+    chunks = [ChunkRecord(i, f"part {i}", vec(1, 0, 0, 0), {"heading": f"h{i}"}) for i in (2, 0, 1)]
+    store.replace_document("docs", "a.txt", "v1", chunks, source="src/a.txt", title="A", fmt="txt")
+    exported = store.export_document("docs", "a.txt")
+    assert exported == {
+        "doc_id": "a.txt",
+        "content_hash": "v1",
+        "source": "src/a.txt",
+        "title": "A",
+        "fmt": "txt",
+        "texts": ["part 0", "part 1", "part 2"],
+        "metadata": [{"heading": "h0"}, {"heading": "h1"}, {"heading": "h2"}],
+    }
+    store.delete_document("docs", "a.txt")
+    with pytest.raises(StoreError, match="not found"):
+        store.export_document("docs", "a.txt")

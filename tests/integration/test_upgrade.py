@@ -1,0 +1,370 @@
+"""`raychat upgrade` under a steady, bounded load through Nginx and Traefik (plain and streamed chats,
+knowledge-base chats): a green that fails under load is rolled back by itself, a green that fails its smoke
+test never gets a request, and an upgrade of the bundled model to another dtype and served name finishes
+with zero failed requests and every later answer from green. Runs last (`restarts_stack`): it leaves the
+stack on its second slot, and the session's teardown stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import ROOT, TEST_ENV, Stack, run_raychat, tls_context
+
+DATA = Path(TEST_ENV["RAYCHAT_DATA_DIR"])
+KB = "upgrade-kb"
+FACT = "The harbour master of Tromsø in this story is called Ingrid Dahl and she sails a red boat."
+# Short holds: each step is still judged at every check, it only takes less time here.
+FAST_STEPS = {"hold_s": 6, "check_interval_s": 1, "drain_timeout_s": 120}
+
+
+# A connection that closed before any byte of an answer came back.
+_NOT_ANSWERED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError, httpx.WriteError)
+
+
+class NotAnswered(Exception):
+    pass
+
+
+@dataclass
+class Outcome:
+    kind: str
+    ok: bool
+    status: int
+    version: str | None
+    detail: str = ""
+    proxy: str = ""
+    at: float = 0.0
+    resent: bool = False  # the first try's connection closed before any answer (see `_one`)
+    seconds: float = 0.0
+
+
+@dataclass
+class Load:
+    """A few client threads through both proxies until stopped; every outcome kept."""
+
+    stack: Stack
+    model: str
+    threads: int = 4
+    outcomes: list[Outcome] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> Load:
+        self._workers = [
+            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(self.threads)
+        ]
+        for worker in self._workers:
+            worker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for worker in self._workers:
+            worker.join(timeout=180)
+
+    def _run(self, index: int) -> None:
+        base = [self.stack.url, self.stack.traefik_url][index % 2]
+        rng = random.Random(index)
+        with httpx.Client(
+            base_url=base, headers=self.stack.headers, timeout=120, verify=tls_context()
+        ) as http:
+            while not self.stop.is_set():
+                kind = ["chat", "stream", "kb"][rng.randrange(3)]
+                at = time.time()
+                try:
+                    outcome = self._one(http, kind, rng)
+                except NotAnswered:
+                    # Closed before any answer: Nginx's reload closes idle keep-alive connections (a
+                    # race with a client sending on one, as at any server's restart); the request was
+                    # never read, and the openai client resends it just so. Counted as resent.
+                    outcome = self._one(http, kind, rng)
+                    outcome.resent = True
+                outcome.proxy, outcome.at, outcome.seconds = base, at, time.time() - at
+                self.outcomes.append(outcome)
+
+    def _one(self, http: httpx.Client, kind: str, rng: random.Random) -> Outcome:
+        question = f"Question {rng.randrange(10_000)}: who is the harbour master?"
+        body: dict[str, object] = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": question}],
+            "max_tokens": 12,
+            "cache": False,
+        }
+        if kind == "kb":
+            body["knowledge_base"] = KB
+        if kind != "stream":
+            try:
+                r = http.post("/v1/chat/completions", json=body)
+            except _NOT_ANSWERED as exc:
+                raise NotAnswered from exc
+            except httpx.HTTPError as exc:
+                return Outcome(kind, False, 0, None, f"{type(exc).__name__}: {exc}")
+            ok = r.status_code == 200 and r.json()["choices"][0]["message"]["content"] is not None
+            return Outcome(kind, ok, r.status_code, r.headers.get("x-raychat-version"), r.text[:200])
+        done, error = False, ""
+        try:
+            stream = http.stream("POST", "/v1/chat/completions", json={**body, "stream": True})
+            r = stream.__enter__()
+        except _NOT_ANSWERED as exc:
+            raise NotAnswered from exc
+        except httpx.HTTPError as exc:
+            return Outcome(kind, False, 0, None, f"{type(exc).__name__}: {exc}")
+        try:  # the answer has begun: anything that breaks it now is a failure
+            for line in r.iter_lines():
+                if line == "data: [DONE]":
+                    done = True
+                elif line.startswith("data: ") and '"error"' in line:
+                    error = line
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            stream.__exit__(None, None, None)
+        version = r.headers.get("x-raychat-version")
+        return Outcome(kind, r.status_code == 200 and done and not error, r.status_code, version, error)
+
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+
+def upgrade(
+    stack: Stack, tmp_path: Path, changes: dict, *args: str, drop_env: tuple[str, ...] = ()
+) -> tuple[int, str]:
+    """`raychat upgrade --config NEW.yaml`; the test stack's env, less the variables NEW.yaml replaces
+    (a RAYCHAT_* variable wins over the file)."""
+    config = tmp_path / f"green-{uuid.uuid4().hex[:6]}.yaml"
+    config.write_text(yaml.safe_dump(changes))
+    env = {k: v for k, v in stack.env.items() if k not in drop_env}
+    result = run_raychat(env, "upgrade", "--config", str(config), *args, timeout=1200)
+    return result.returncode, result.stdout + result.stderr
+
+
+def colours(stack: Stack) -> dict:
+    result = stack.raychat("status", timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["colours"]
+
+
+@dataclass
+class Churn:
+    """Documents added to and deleted from the knowledge base through Nginx until stopped; `live` is
+    what the knowledge base must hold afterwards."""
+
+    stack: Stack
+    live: set[str] = field(default_factory=set)
+    failures: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> Churn:
+        self._worker = threading.Thread(target=self._run, daemon=True)
+        self._worker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self._worker.join(timeout=180)
+
+    def _run(self) -> None:
+        rng = random.Random(7)
+        url = f"{self.stack.url}/v1/knowledge_bases/{KB}/documents"
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            if self.live and i % 3 == 0:
+                doc = rng.choice(sorted(self.live))
+                r = self.stack.http.delete(f"{url}/{doc}")
+                if r.status_code == 200:
+                    self.live.discard(doc)
+                else:
+                    self.failures.append(f"delete {doc}: {r.status_code} {r.text[:200]}")
+            else:
+                doc = f"walrus-{i}.txt"
+                text = f"Churn document {i}: the walrus number {i} sleeps on the ice floe."
+                r = self.stack.http.post(url, files={"files": (doc, text.encode(), "text/plain")})
+                if r.status_code == 200 and r.json()["data"][0]["status"] == "ingested":
+                    self.live.add(doc)
+                else:
+                    self.failures.append(f"upload {doc}: {r.status_code} {r.text[:200]}")
+            time.sleep(0.5)
+
+
+ACCESS_LOGS = (DATA / "logs" / "nginx-access.log", DATA / "logs" / "traefik-access.log")
+
+
+def log_sizes() -> list[int]:
+    return [path.stat().st_size if path.exists() else 0 for path in ACCESS_LOGS]
+
+
+def versions_seen_by_proxies(sizes: list[int]) -> Counter[str]:
+    """X-Raychat-Version of every request both proxies logged after `sizes` (from `log_sizes`)."""
+    nginx_log, traefik_log = (
+        path.read_bytes()[size:].decode() for path, size in zip(ACCESS_LOGS, sizes, strict=True)
+    )
+    seen: Counter[str] = Counter(line.rsplit("version=", 1)[1].strip() for line in nginx_log.splitlines())
+    for line in traefik_log.splitlines():
+        seen[json.loads(line).get("downstream_X-Raychat-Version", "-")] += 1
+    return seen
+
+
+@pytest.fixture(scope="module")
+def upgrade_stack(stack: Stack) -> Stack:
+    """The stack up (the tests before may have restarted it), with a knowledge base to chat with."""
+    up = stack.raychat("up", timeout=900)
+    assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+    stack.http.post(f"{stack.url}/v1/knowledge_bases", json={"name": KB})
+    files = {"files": ("harbour.txt", FACT.encode(), "text/plain")}
+    upload = stack.http.post(f"{stack.url}/v1/knowledge_bases/{KB}/documents", files=files)
+    assert upload.status_code == 200, upload.text
+    return stack
+
+
+@pytest.mark.restarts_stack
+def test_a_green_failing_under_load_is_rolled_back_without_failed_requests(
+    upgrade_stack: Stack, tmp_path: Path
+) -> None:
+    stack = upgrade_stack
+    blue = colours(stack)["blue"]["version"]
+    # Passes the smoke test (one request at a time) but refuses a second concurrent generation: a
+    # capacity setting that only production traffic shows.
+    changes = {
+        "llm": {"max_ongoing_requests": 1, "max_queued_requests": 1, "target_ongoing_requests": 1},
+        "upgrade": {**FAST_STEPS, "steps": [50, 100], "hold_s": 15},
+    }
+    drop = (
+        "RAYCHAT_LLM__MAX_ONGOING_REQUESTS",
+        "RAYCHAT_LLM__MAX_QUEUED_REQUESTS",
+        "RAYCHAT_LLM__TARGET_ONGOING_REQUESTS",
+    )
+    with Load(stack, model=TEST_ENV.get("RAYCHAT_LLM__MODEL_ID", "smollm2-135m-instruct"), threads=6) as load:
+        code, output = upgrade(stack, tmp_path, changes, drop_env=drop)
+        time.sleep(2)
+    assert code == 4, output[-3000:]
+    assert "5xx" in output, output[-3000:]
+    assert load.failures() == [], load.failures()[:5]
+    assert len(load.outcomes) > 20
+    assert "green" not in colours(stack) and colours(stack)["blue"]["version"] == blue
+    after = stack.http.post(
+        f"{stack.url}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "cache": False},
+    )
+    assert after.status_code == 200 and after.headers["x-raychat-version"] == blue
+
+
+@pytest.mark.restarts_stack
+def test_a_green_failing_its_smoke_test_never_gets_a_request(upgrade_stack: Stack, tmp_path: Path) -> None:
+    stack = upgrade_stack
+    blue = colours(stack)["blue"]["version"]
+    sizes = log_sizes()
+    # A context window too small for any chat prompt: the engine starts, the first smoke chat fails.
+    changes = {"llm": {"max_model_len": 48}, "upgrade": FAST_STEPS}
+    with Load(stack, model="smollm2-135m-instruct", threads=2) as load:
+        code, output = upgrade(stack, tmp_path, changes, drop_env=("RAYCHAT_LLM__MAX_MODEL_LEN",))
+    assert code == 4, output[-3000:]
+    assert "smoke test" in output and "green failed" in output, output[-3000:]
+    assert load.failures() == [] and load.outcomes
+    assert {o.version for o in load.outcomes} == {blue}
+    seen = versions_seen_by_proxies(sizes)
+    assert set(seen) <= {blue, "-", ""}, seen  # no proxy ever got an answer from green
+    assert "green" not in colours(stack)
+
+
+@pytest.mark.restarts_stack
+def test_upgrade_to_another_dtype_name_and_embedding_under_load(upgrade_stack: Stack, tmp_path: Path) -> None:
+    """One green for both: another dtype and served name for the model, and with --reindex another
+    embedding dimension, while documents are added and deleted."""
+    stack = upgrade_stack
+    old_model = "smollm2-135m-instruct"
+    question = {
+        "model": old_model,
+        "messages": [{"role": "user", "content": "Name a colour."}],
+        "max_tokens": 4,
+        "temperature": 0,
+    }
+    first = stack.http.post(f"{stack.url}/v1/chat/completions", json=question)
+    assert stack.http.post(f"{stack.url}/v1/chat/completions", json=question).headers["x-cache"] == "hit"
+    assert first.status_code == 200
+    changes = {
+        "llm": {"model_id": "smollm2-v2", "dtype": "bfloat16"},
+        "serve": {"release": "green-2"},
+        "knowledge": {"embedding_dimension": 128},
+        "upgrade": FAST_STEPS,
+    }
+    with Load(stack, model=old_model, threads=4) as load, Churn(stack) as churn:
+        time.sleep(10)  # steady state first, for the latency to compare with
+        started = time.time()
+        code, output = upgrade(stack, tmp_path, changes, "--reindex", drop_env=("RAYCHAT_LLM__DTYPE",))
+        time.sleep(3)
+    assert code == 0, output[-4000:]
+    report, _ = json.JSONDecoder().raw_decode(output[output.index("{\n") :])
+    assert report["outcome"] == "upgraded"
+    phases = ("green ready", "re-index", "smoke test", "step 10%", "step 50%", "step 100%", "writes to green")
+    for phase in (*phases, "blue drained"):
+        assert phase in report["phases"]
+    failures = load.failures()
+    steady = sorted(o.seconds for o in load.outcomes if o.at < started)
+    during = sorted(o.seconds for o in load.outcomes if o.at >= started)
+    print(
+        "upgrade numbers:",
+        json.dumps(
+            {
+                "phases": report["phases"],
+                "requests": len(load.outcomes),
+                "during_upgrade": len(during),
+                "failed": len(failures),
+                "resent_after_a_closed_idle_connection": sum(o.resent for o in load.outcomes),
+                "p95_steady_s": round(steady[int(0.95 * (len(steady) - 1))], 3),
+                "p95_during_s": round(during[int(0.95 * (len(during) - 1))], 3),
+                "reindex": report.get("reindex"),
+                "documents_added_and_deleted_meanwhile": len(churn.live),
+            }
+        ),
+    )
+    assert failures == [], failures[:5]
+    versions = Counter(o.version for o in load.outcomes)
+    assert versions["green-2"] > 0 and len(load.outcomes) > 20, versions
+    state = colours(stack)
+    assert (
+        state["blue"]["version"] == "green-2" and "green" not in state and state["blue"]["app"] == "raychat-2"
+    )
+    # Every answer from green now, through both proxies, under the old name (an alias) and the new one.
+    for base in (stack.url, stack.traefik_url):
+        for model in (old_model, "smollm2-v2"):
+            r = stack.http.post(
+                f"{base}/v1/chat/completions",
+                json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+            )
+            assert r.status_code == 200 and r.headers["x-raychat-version"] == "green-2", r.text
+    models = stack.http.get(f"{stack.url}/v1/models").json()["data"]
+    assert [m["id"] for m in models] == ["smollm2-v2", old_model]
+    assert models[1]["alias_of"] == "smollm2-v2" and models[0]["version"]
+    # The question blue cached is not served as green's answer.
+    again = stack.http.post(f"{stack.url}/v1/chat/completions", json=question)
+    assert again.status_code == 200 and again.headers["x-cache"] == "miss"
+    assert os.path.exists(ROOT / ".test-data" / "run" / "colours.json")
+    # The re-index: green's tables have the new dimension and hold exactly the live documents.
+    assert churn.failures == [] and churn.live
+    kbs = {k["name"]: k for k in stack.http.get(f"{stack.url}/v1/knowledge_bases").json()["data"]}
+    assert kbs[KB]["dim"] == 128
+    docs = stack.http.get(f"{stack.url}/v1/knowledge_bases/{KB}/documents").json()["data"]
+    assert {d["document"] for d in docs} == churn.live | {"harbour.txt"}
+    hits = stack.http.post(
+        f"{stack.url}/v1/knowledge_bases/{KB}/search",
+        json={"query": "walrus sleeps on the ice floe", "mode": "fulltext", "top_k": 100},
+    ).json()["data"]
+    assert {h["document"] for h in hits} == churn.live
+    vector_hits = stack.http.post(
+        f"{stack.url}/v1/knowledge_bases/{KB}/search",
+        json={"query": "Who is the harbour master of Tromsø?", "mode": "vector", "top_k": 1},
+    ).json()["data"]
+    assert vector_hits[0]["document"] == "harbour.txt"
