@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,7 @@ def _run(args: argparse.Namespace, settings: object) -> int:
             )
         )
     elif command == "up":
+        settings = _running_settings(args, settings)
         url = local.up(settings)
         print_welcome(settings, url)
     elif command == "keys":
@@ -242,21 +244,33 @@ def _run(args: argparse.Namespace, settings: object) -> int:
     return 0
 
 
-def _upgrade(args: argparse.Namespace, settings: Any) -> int:
+def _running_settings(args: argparse.Namespace, settings: Any) -> Any:
+    """After `raychat upgrade --config NEW.yaml`, NEW.yaml is what runs: without an explicit --config,
+    `up` and the next upgrade start from it (not from defaults that would redeploy the old version)."""
     from cluster.ingress import routing
+
+    live_file = routing.load(settings).live.config_file
+    if args.config is None and live_file and Path(live_file).is_file():
+        print(f"[raychat] settings of the running version: {live_file}", file=sys.stderr)
+        return load_settings(live_file)
+    return settings
+
+
+def _upgrade(args: argparse.Namespace, settings: Any) -> int:
     from cluster.upgrade import blue_green
     from cluster.upgrade.compat import UpgradeRefused
 
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt  # a stopped upgrade (SIGTERM) rolls back as Ctrl-C does
+
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         if args.command == "rollback":
             print(blue_green.rollback(settings))
             return 0
         if args.strategy == "rolling":
             raise UpgradeRefused("--strategy rolling is not available yet: free room for a second copy")
-        live_file = routing.load(settings).live.config_file
-        if args.config is None and live_file:
-            # The running version's own settings file, as the last upgrade recorded it.
-            settings = load_settings(live_file)
+        settings = _running_settings(args, settings)
         new = load_settings(args.new_config)
         report = blue_green.upgrade(
             settings, new, config_file=str(Path(args.new_config).resolve()), reindex=args.reindex

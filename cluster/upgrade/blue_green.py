@@ -31,8 +31,9 @@ from cluster.ingress import routing
 from cluster.ingress.routing import Colour, Routing
 from cluster.processes import ProcessError
 from cluster.settings import RaychatSettings
-from cluster.upgrade import compat, health, reindex, smoke
+from cluster.upgrade import compat, health, smoke
 from cluster.upgrade.compat import UpgradeRefused
+from cluster.upgrade.reindex import Reindexer, Snapshot
 from cluster.waiting import WaitTimeout, wait_until
 
 Say = Callable[[str], None]
@@ -273,8 +274,8 @@ def upgrade(
     def split(weight: int, writes_to_live: bool = writes) -> Routing:
         return Routing(live=blue, candidate=green, candidate_weight=weight, writes_to_live=writes_to_live)
 
-    reindexer: reindex.Reindexer | None = None
-    followed: reindex.Snapshot = {}
+    reindexer: Reindexer | None = None
+    followed: Snapshot = {}
     try:
         with _phase(report, "proxies to Serve's proxy", say):
             apply_routing(blue_settings, split(0))
@@ -282,7 +283,7 @@ def upgrade(
             local.run_app(green_settings, config, green.app, green.prefix)
         if plan.reindex:
             with _phase(report, "re-index", say):
-                reindexer = reindex.Reindexer(blue_settings, blue.app, green_settings, green.app, say)
+                reindexer = Reindexer(blue_settings, blue.app, green_settings, green.app, say)
                 followed = reindexer.sync()
         with _phase(report, "smoke test", say):
             smoke.run(green_settings, green, say)
@@ -298,6 +299,7 @@ def upgrade(
                 apply_routing(blue_settings, split(100, writes_to_live=False))
                 time.sleep(green_settings.upgrade.check_interval_s)  # blue's writes in flight land
                 reindexer.sync(followed)  # what blue took before the move
+            report.notes += reindexer.notes
             report.reindex = {
                 "documents": reindexer.progress.documents,
                 "chunks": reindexer.progress.chunks,

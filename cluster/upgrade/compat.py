@@ -27,11 +27,6 @@ class Plan:
     reindex: bool = False
 
 
-def _embedding(settings: RaychatSettings) -> tuple[str, str]:
-    k = settings.knowledge
-    return (k.embedding_model, k.embedding_model_id)
-
-
 def plan(blue: RaychatSettings, green: RaychatSettings, *, reindex: bool = False) -> Plan:
     """The green settings to deploy (model aliases added) and notes for the operator; UpgradeRefused
     when they cannot take over."""
@@ -45,12 +40,12 @@ def plan(blue: RaychatSettings, green: RaychatSettings, *, reindex: bool = False
     if serve_blue != green.serve.model_dump(exclude={"release"}):
         raise UpgradeRefused("'serve' differs beyond 'serve.release': an upgrade keeps Serve's own setup")
     result = Plan(green=green)
-    if _embedding(blue) != _embedding(green):
+    if blue.knowledge.embedding_identity() != green.knowledge.embedding_identity():
         if not reindex:
             raise UpgradeRefused(
-                f"the embedding model changes ({blue.knowledge.embedding_model_id} -> "
-                f"{green.knowledge.embedding_model_id}): every stored knowledge base would be "
-                "searched with vectors of another model. Run the upgrade with --reindex"
+                f"the embedding changes ({blue.knowledge.embedding_identity()} -> "
+                f"{green.knowledge.embedding_identity()}): every stored knowledge base would be "
+                "searched with vectors of another model or size. Run the upgrade with --reindex"
             )
         result.reindex = True
     aliases = [a for a in green.llm.model_aliases if a != green.llm.model_id]

@@ -19,6 +19,7 @@ from typing import Any
 
 from cluster import kb
 from cluster.settings import RaychatSettings
+from deployments.gateway.protocol import APIError
 from knowledge.ingest import PreparedDocument
 
 Say = Callable[[str], None]
@@ -48,6 +49,7 @@ class Reindexer:
         self.green = kb._api(green_app, green.knowledge)
         self.say = say
         self.progress = Progress()
+        self.notes: list[str] = []
         self.batch = max(1, green.knowledge.embedding_max_batch_size)
 
     def _run(self, coro: Any) -> Any:
@@ -101,8 +103,7 @@ class Reindexer:
                 await self.green.store("delete_kb", name)
         for name, state in sorted(blue.items()):
             if name not in green:
-                description, folder = state["meta"]
-                await self.green.store("create_kb", name, description, folder)
+                await self._create(name, *state["meta"])
             held = green.get(name, {}).get("docs", {})
             was = base.get(name, {}).get("docs", {})
             changed = [doc for doc, digest in state["docs"].items() if was.get(doc) != digest]
@@ -110,6 +111,18 @@ class Reindexer:
                 await self.green.store("delete_document", name, doc)
                 self.progress.deleted += 1
             await self._copy(name, changed)
+
+    async def _create(self, name: str, description: str, folder: str | None) -> None:
+        try:
+            await self.green.store("create_kb", name, description, folder)
+        except APIError as exc:
+            if exc.code != "source_folder_not_allowed":
+                raise
+            # The new settings' knowledge.source_roots leave this folder out: the knowledge base keeps
+            # its documents and stops following the folder, as the new settings say.
+            await self.green.store("create_kb", name, description, None)
+            self.notes.append(f"knowledge base '{name}' no longer follows {folder}: {exc.message}")
+            self.say(f"  {self.notes[-1]}")
 
     async def _copy(self, name: str, docs: list[str]) -> None:
         for i, doc_id in enumerate(docs, 1):

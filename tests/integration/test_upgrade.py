@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import threading
 import time
 import uuid
@@ -192,7 +193,7 @@ class Churn:
                 doc = f"walrus-{i}.txt"
                 text = f"Churn document {i}: the walrus number {i} sleeps on the ice floe."
                 r = self.stack.http.post(url, files={"files": (doc, text.encode(), "text/plain")})
-                if r.status_code == 200 and r.json()["data"][0]["status"] == "ingested":
+                if r.status_code == 200 and r.json()["data"][0]["status"] in ("ingested", "unchanged"):
                     self.live.add(doc)
                 else:
                     self.failures.append(f"upload {doc}: {r.status_code} {r.text[:200]}")
@@ -222,6 +223,7 @@ def upgrade_stack(stack: Stack) -> Stack:
     """The stack up (the tests before may have restarted it), with a knowledge base to chat with."""
     up = stack.raychat("up", timeout=900)
     assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+    stack.http.delete(f"{stack.url}/v1/knowledge_bases/{KB}")  # a kept stack's earlier run
     stack.http.post(f"{stack.url}/v1/knowledge_bases", json={"name": KB})
     files = {"files": ("harbour.txt", FACT.encode(), "text/plain")}
     upload = stack.http.post(f"{stack.url}/v1/knowledge_bases/{KB}/documents", files=files)
@@ -266,12 +268,24 @@ def test_a_green_failing_its_smoke_test_never_gets_a_request(upgrade_stack: Stac
     stack = upgrade_stack
     blue = colours(stack)["blue"]["version"]
     sizes = log_sizes()
+    stored = stack.http.post(
+        f"{stack.url}/v1/chat/completions",
+        json={
+            "messages": [{"role": "user", "content": "Remember: " + "lighthouse " * 40}],
+            "max_tokens": 2,
+            "session_id": f"upgrade-{uuid.uuid4().hex[:8]}",
+        },
+    )
+    assert stored.status_code == 200, stored.text
     # A context window too small for any chat prompt: the engine starts, the first smoke chat fails.
     changes = {"llm": {"max_model_len": 48}, "upgrade": FAST_STEPS}
     with Load(stack, model="smollm2-135m-instruct", threads=2) as load:
         code, output = upgrade(stack, tmp_path, changes, drop_env=("RAYCHAT_LLM__MAX_MODEL_LEN",))
     assert code == 4, output[-3000:]
     assert "smoke test" in output and "green failed" in output, output[-3000:]
+    # The smaller window was reported before anything moved, with the stored sessions it trims.
+    shrink = re.search(r"context window shrinks to 48 tokens: (\d+) of (\d+) stored sessions", output)
+    assert shrink and 1 <= int(shrink.group(1)) <= int(shrink.group(2)), output[-3000:]
     assert load.failures() == [] and load.outcomes
     assert {o.version for o in load.outcomes} == {blue}
     seen = versions_seen_by_proxies(sizes)
@@ -291,6 +305,7 @@ def test_upgrade_to_another_dtype_name_and_embedding_under_load(upgrade_stack: S
         "max_tokens": 4,
         "temperature": 0,
     }
+    blue_app = colours(stack)["blue"]["app"]
     first = stack.http.post(f"{stack.url}/v1/chat/completions", json=question)
     assert stack.http.post(f"{stack.url}/v1/chat/completions", json=question).headers["x-cache"] == "hit"
     assert first.status_code == 200
@@ -326,7 +341,8 @@ def test_upgrade_to_another_dtype_name_and_embedding_under_load(upgrade_stack: S
                 "p95_steady_s": round(steady[int(0.95 * (len(steady) - 1))], 3),
                 "p95_during_s": round(during[int(0.95 * (len(during) - 1))], 3),
                 "reindex": report.get("reindex"),
-                "documents_added_and_deleted_meanwhile": len(churn.live),
+                "documents_live_after_churn": len(churn.live),
+                "churn_failures": churn.failures[:3],
             }
         ),
     )
@@ -334,9 +350,7 @@ def test_upgrade_to_another_dtype_name_and_embedding_under_load(upgrade_stack: S
     versions = Counter(o.version for o in load.outcomes)
     assert versions["green-2"] > 0 and len(load.outcomes) > 20, versions
     state = colours(stack)
-    assert (
-        state["blue"]["version"] == "green-2" and "green" not in state and state["blue"]["app"] == "raychat-2"
-    )
+    assert state["blue"]["version"] == "green-2" and "green" not in state and state["blue"]["app"] != blue_app
     # Every answer from green now, through both proxies, under the old name (an alias) and the new one.
     for base in (stack.url, stack.traefik_url):
         for model in (old_model, "smollm2-v2"):
@@ -362,7 +376,8 @@ def test_upgrade_to_another_dtype_name_and_embedding_under_load(upgrade_stack: S
         f"{stack.url}/v1/knowledge_bases/{KB}/search",
         json={"query": "walrus sleeps on the ice floe", "mode": "fulltext", "top_k": 100},
     ).json()["data"]
-    assert {h["document"] for h in hits} == churn.live
+    # Every live document found, no deleted one (the n-gram full-text index may also match harbour.txt).
+    assert {h["document"] for h in hits} - {"harbour.txt"} == churn.live
     vector_hits = stack.http.post(
         f"{stack.url}/v1/knowledge_bases/{KB}/search",
         json={"query": "Who is the harbour master of Tromsø?", "mode": "vector", "top_k": 1},

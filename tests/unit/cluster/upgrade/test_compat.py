@@ -61,3 +61,8 @@ def test_a_new_embedding_model_needs_reindex(blue: RaychatSettings) -> None:
 def test_steps_rise_to_100(steps: list[int]) -> None:
     with pytest.raises(ValidationError):
         UpgradeSettings(steps=steps)
+
+
+def test_another_embedding_dimension_needs_reindex_too(blue: RaychatSettings) -> None:
+    with pytest.raises(UpgradeRefused, match="--reindex"):
+        plan(blue, green(blue, knowledge={"embedding_dimension": 128}))
