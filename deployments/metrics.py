@@ -50,6 +50,7 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         ("model",),
     ),
     "concurrent_session_count": ("gauge", "Generation requests in flight (conversations being served)", ()),
+    "raychat_requests_in_flight": ("gauge", "API requests (/v1/...) in flight, of any kind", ()),
 }
 Labels = tuple[str, ...]
 

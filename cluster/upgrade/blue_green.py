@@ -91,29 +91,33 @@ def sample(settings: RaychatSettings, colour: Colour) -> health.Sample:
 
 
 def in_flight(settings: RaychatSettings, colour: Colour) -> int:
-    """Generations the colour's gateways are serving now (their streams included)."""
+    """API requests the colour's gateways are serving now: streams, uploads, everything."""
     for line in _metrics_text(settings, colour).splitlines():
-        if line.startswith("concurrent_session_count "):
+        if line.startswith("raychat_requests_in_flight "):
             return int(float(line.split()[1]))
     return 0
 
 
 def drain(settings: RaychatSettings, colour: Colour, say: Say) -> bool:
-    """Waits until no generation is in flight on `colour` (no new ones arrive: the proxies send it
-    nothing any more); False if some still run at the timeout (Serve's own graceful shutdown then has
-    them) or its metrics cannot be read."""
+    """Waits until no API request is in flight on `colour` (no new ones arrive: the proxies send it
+    nothing any more), for two readings in a row: the gateways report every push interval. False if some
+    still run at the timeout (Serve's own graceful shutdown then has them)."""
+
+    quiet = [0]
 
     def idle() -> bool:
         try:
-            return in_flight(settings, colour) == 0
+            busy = in_flight(settings, colour)
         except (ProcessError, httpx.HTTPError):
             return True  # a colour that cannot answer has nothing in flight to wait for
+        quiet[0] = quiet[0] + 1 if busy == 0 else 0
+        return quiet[0] >= 2
 
     try:
         wait_until(
             idle,
             timeout_s=settings.upgrade.drain_timeout_s,
-            interval_s=0.5,
+            interval_s=settings.metrics.push_interval_s,
             what=f"'{colour.app}' drains",
             on_tick=lambda s: say(f"  draining '{colour.app}' ({s:.0f}s)"),
             tick_s=5,
@@ -297,7 +301,7 @@ def upgrade(
             with _phase(report, "writes to green", say):
                 followed = reindexer.sync(followed)
                 apply_routing(blue_settings, split(100, writes_to_live=False))
-                time.sleep(green_settings.upgrade.check_interval_s)  # blue's writes in flight land
+                drain(green_settings, blue, say)  # blue's writes in flight land first
                 reindexer.sync(followed)  # what blue took before the move
             report.notes += reindexer.notes
             report.reindex = {

@@ -93,9 +93,16 @@ class TraceAndAudit:
                 )
                 state["audited"] = True
 
+        # API requests in flight, whatever they do (an upload too): an upgrade waits for none before it
+        # deletes a colour.
+        counted = self.metrics() if scope["path"].startswith("/v1/") else None
+        if counted is not None:
+            counted.gauge_add("raychat_requests_in_flight", 1)
         try:
             await self.inner(scope, receive, send_with_trace)
         finally:
+            if counted is not None:
+                counted.gauge_add("raychat_requests_in_flight", -1)
             trace_id_var.reset(token)
 
 

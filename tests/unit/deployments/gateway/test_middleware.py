@@ -81,3 +81,35 @@ def test_every_response_carries_the_version() -> None:
     asyncio.run(middleware({"type": "http", "path": "/healthz", "headers": []}, None, send))
     headers = dict(sent[0]["headers"])
     assert headers[b"x-raychat-version"] == b"v2" and b"x-trace-id" in headers
+
+
+def test_api_requests_in_flight_are_counted_until_they_end() -> None:
+    from deployments.gateway.middleware import TraceAndAudit
+
+    class Gauges:
+        def __init__(self) -> None:
+            self.value, self.seen = 0.0, []
+
+        def gauge_add(self, name: str, delta: float) -> None:
+            assert name == "raychat_requests_in_flight"
+            self.value += delta
+
+        def inc(self, *args: Any) -> None:
+            pass
+
+    gauges = Gauges()
+
+    async def inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        gauges.seen.append(gauges.value)  # counted while the route runs
+        if scope["path"] == "/v1/fails":
+            raise RuntimeError("boom")
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    middleware = TraceAndAudit(inner, audit_log=lambda: None, metrics=lambda: gauges)
+    asyncio.run(middleware({"type": "http", "path": "/v1/models", "headers": []}, None, send))
+    with pytest.raises(RuntimeError):
+        asyncio.run(middleware({"type": "http", "path": "/v1/fails", "headers": []}, None, send))
+    asyncio.run(middleware({"type": "http", "path": "/healthz", "headers": []}, None, send))
+    assert gauges.seen == [1.0, 1.0, 0.0] and gauges.value == 0
