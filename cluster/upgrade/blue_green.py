@@ -90,14 +90,6 @@ def sample(settings: RaychatSettings, colour: Colour) -> health.Sample:
     return health.parse(_metrics_text(settings, colour))
 
 
-def in_flight(settings: RaychatSettings, colour: Colour) -> int:
-    """API requests the colour's gateways are serving now: streams, uploads, everything."""
-    for line in _metrics_text(settings, colour).splitlines():
-        if line.startswith("raychat_requests_in_flight "):
-            return int(float(line.split()[1]))
-    return 0
-
-
 def drain(settings: RaychatSettings, colour: Colour, say: Say) -> bool:
     """Waits until no API request is in flight on `colour` (no new ones arrive: the proxies send it
     nothing any more), for two readings in a row: the gateways report every push interval. False if some
@@ -107,7 +99,7 @@ def drain(settings: RaychatSettings, colour: Colour, say: Say) -> bool:
 
     def idle() -> bool:
         try:
-            busy = in_flight(settings, colour)
+            busy = sample(settings, colour).in_flight  # streams, uploads, everything
         except (ProcessError, httpx.HTTPError):
             return True  # a colour that cannot answer has nothing in flight to wait for
         quiet[0] = quiet[0] + 1 if busy == 0 else 0

@@ -3,7 +3,7 @@ gateway replicas), read at the start of the hold and again at each check; the di
 
 An error is a 5xx answer to an API route (`/v1/...`); latency is the generation latency histogram
 (`model_inference_latency_seconds`), whose p95 is estimated within its buckets as Prometheus'
-`histogram_quantile` does.
+`histogram_quantile` does. The in-flight gauge (`raychat_requests_in_flight`) tells when a colour has drained.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from cluster.upgrade.settings import UpgradeSettings
 
 REQUESTS = "raychat_requests"
 LATENCY = "model_inference_latency_seconds"
+IN_FLIGHT = "raychat_requests_in_flight"
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,14 @@ class Sample:
     errors: int = 0
     # cumulative bucket counts by upper bound (inf included), summed over models and endpoints
     latency: dict[float, float] = field(default_factory=dict)
+    in_flight: int = 0  # a gauge: API requests being served at the reading
 
     def minus(self, earlier: Sample) -> Sample:
         return Sample(
             requests=self.requests - earlier.requests,
             errors=self.errors - earlier.errors,
             latency={b: c - earlier.latency.get(b, 0.0) for b, c in self.latency.items()},
+            in_flight=self.in_flight,
         )
 
     @property
@@ -47,7 +50,7 @@ class Sample:
 
 
 def parse(text: str) -> Sample:
-    requests = errors = 0
+    requests = errors = in_flight = 0
     latency: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
@@ -60,7 +63,9 @@ def parse(text: str) -> Sample:
             elif family.name == LATENCY and s.name == f"{LATENCY}_bucket":
                 bound = float(s.labels["le"])
                 latency[bound] = latency.get(bound, 0.0) + s.value
-    return Sample(requests, errors, latency)
+            elif family.name == IN_FLIGHT:
+                in_flight += int(s.value)
+    return Sample(requests, errors, latency, in_flight)
 
 
 def quantile(q: float, buckets: dict[float, float]) -> float | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from cluster.upgrade.health import Sample, parse, quantile, verdict
 from cluster.upgrade.settings import UpgradeSettings
 
@@ -17,6 +19,8 @@ model_inference_latency_seconds_bucket{endpoint="/v1/chat/completions",le="2.5",
 model_inference_latency_seconds_bucket{endpoint="/v1/chat/completions",le="+Inf",model="m"} 40.0
 model_inference_latency_seconds_count{endpoint="/v1/chat/completions",model="m"} 40.0
 model_inference_latency_seconds_sum{endpoint="/v1/chat/completions",model="m"} 35.0
+# TYPE raychat_requests_in_flight gauge
+raychat_requests_in_flight 3.0
 """
 
 
@@ -24,6 +28,7 @@ def test_parse_counts_api_answers_and_5xx_only() -> None:
     sample = parse(TEXT)
     assert sample.requests == 45 and sample.errors == 2  # health checks left out, 404 is not an error
     assert sample.generations == 40
+    assert sample.in_flight == 3
 
 
 def test_quantile_interpolates_within_the_bucket() -> None:
@@ -59,3 +64,19 @@ def test_green_slower_than_allowed_rolls_back_once_it_has_enough_answers() -> No
     few = {1.0: 0.0, 2.5: 0.0, 10.0: 5.0, float("inf"): 5.0}
     assert verdict(blue, Sample(requests=5, latency=few), RULES) is None  # not enough to judge
     assert verdict(blue, Sample(requests=20, latency=fast), RULES) is None
+
+
+def test_parse_reads_what_the_metrics_deployment_renders() -> None:
+    from deployments.metrics import MetricsState
+
+    state = MetricsState(stale_after_s=15)
+    state.push(
+        "a",
+        [("raychat_requests", ["/v1/models", "503"], 2.0)],
+        [],
+        {"raychat_requests_in_flight": 2.0},
+        now=time.time(),
+    )
+    state.push("b", [], [], {"raychat_requests_in_flight": 1.0}, now=time.time())
+    sample = parse(state.render().decode())
+    assert (sample.requests, sample.errors, sample.in_flight) == (2, 2, 3)
