@@ -61,7 +61,7 @@ rollback: install
 	$(BIN)/raychat rollback
 
 test: install
-	$(BIN)/python -m pytest tests/unit tests/integration tests/e2e
+	$(BIN)/python -m pytest --durations=25 tests/unit tests/integration tests/e2e
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit
