@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
         "--strategy",
         choices=["blue-green", "rolling"],
         default="blue-green",
-        help="blue-green: a whole second copy on free capacity (default)",
+        help="blue-green: a whole second copy on free capacity (default); rolling: room for one more "
+        "replica of each deployment, replicas replaced one at a time",
     )
     upgrade.add_argument(
         "--reindex", action="store_true", help="re-embed every knowledge base for a new embedding model"
@@ -257,8 +258,10 @@ def _running_settings(args: argparse.Namespace, settings: Any) -> Any:
 
 
 def _upgrade(args: argparse.Namespace, settings: Any) -> int:
-    from cluster.upgrade import blue_green
+    from cluster.ingress import routing
+    from cluster.upgrade import blue_green, rolling
     from cluster.upgrade.compat import UpgradeRefused
+    from cluster.upgrade.steps import RolledBack
 
     def interrupted(*_: object) -> None:
         raise KeyboardInterrupt  # a stopped upgrade (SIGTERM) rolls back as Ctrl-C does
@@ -266,22 +269,30 @@ def _upgrade(args: argparse.Namespace, settings: Any) -> int:
     signal.signal(signal.SIGTERM, interrupted)
     try:
         if args.command == "rollback":
-            print(blue_green.rollback(settings))
+            rolling_now = routing.load(settings).rolling
+            print(rolling.request_rollback(settings) if rolling_now else blue_green.rollback(settings))
             return 0
-        if args.strategy == "rolling":
-            raise UpgradeRefused("--strategy rolling is not available yet: free room for a second copy")
         settings = _running_settings(args, settings)
         new = load_settings(args.new_config)
-        report = blue_green.upgrade(
-            settings, new, config_file=str(Path(args.new_config).resolve()), reindex=args.reindex
-        )
+        config_file = str(Path(args.new_config).resolve())
+        if args.strategy == "rolling":
+            if args.reindex:
+                raise UpgradeRefused("--reindex needs the blue-green strategy (new tables beside the old)")
+            report = rolling.upgrade(settings, new, config_file=config_file)
+        else:
+            report = blue_green.upgrade(settings, new, config_file=config_file, reindex=args.reindex)
     except UpgradeRefused as exc:
         print(f"raychat: upgrade refused: {exc}", file=sys.stderr)
         return 3
-    except blue_green.RolledBack as exc:
+    except RolledBack as exc:
         print(f"raychat: rolled back: {exc}", file=sys.stderr)
         return 4
-    summary = {"outcome": report.outcome, "phases": report.phases, "notes": report.notes}
+    summary = {
+        "strategy": report.strategy,
+        "outcome": report.outcome,
+        "phases": report.phases,
+        "notes": report.notes,
+    }
     if report.reindex:
         summary["reindex"] = report.reindex
     print(json.dumps(summary, indent=2))

@@ -11,6 +11,7 @@ import json
 import os
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -142,9 +143,25 @@ def app_config(settings: RaychatSettings, model_path: Path) -> tuple[AppConfig, 
     return config.model_copy(update={"version": settings.serve.release or digest[:12]}), digest
 
 
-def run_app(settings: RaychatSettings, config: AppConfig, app_name: str, route_prefix: str) -> None:
-    """`serve.run` of the app under `app_name` and `route_prefix`, waiting (with progress) until every
-    deployment is ready; ProcessError if it cannot start."""
+@dataclass
+class Deploying:
+    """A `serve.run` under way in its own thread (it blocks until every replica is ready)."""
+
+    app_name: str
+    worker: threading.Thread
+    failure: list[BaseException] = field(default_factory=list)
+
+    def done(self) -> bool:
+        return not self.worker.is_alive()
+
+    def raise_failure(self) -> None:
+        if self.failure:
+            raise processes.ProcessError(f"deploying '{self.app_name}' failed: {self.failure[0]}")
+
+
+def start_app(settings: RaychatSettings, config: AppConfig, app_name: str, route_prefix: str) -> Deploying:
+    """`serve.run` of the app under `app_name` and `route_prefix`, started; into a running app of that
+    name it replaces every replica (`rollout`: new ones start before old ones stop)."""
     from ray import serve
 
     from deployments.app import build_app
@@ -153,8 +170,8 @@ def run_app(settings: RaychatSettings, config: AppConfig, app_name: str, route_p
         proxy_location=settings.serve.proxy_location,
         http_options=planes.serve_http_options(settings),
     )
-    failure: list[BaseException] = []
     app_config = config.model_dump(mode="json")
+    failure: list[BaseException] = []
 
     def run() -> None:
         try:
@@ -164,8 +181,15 @@ def run_app(settings: RaychatSettings, config: AppConfig, app_name: str, route_p
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
+    return Deploying(app_name, worker, failure)
+
+
+def run_app(settings: RaychatSettings, config: AppConfig, app_name: str, route_prefix: str) -> None:
+    """`start_app`, waiting (with progress) until every deployment is ready; ProcessError if it cannot
+    start."""
+    deploying = start_app(settings, config, app_name, route_prefix)
     wait_until(
-        lambda: not worker.is_alive(),
+        deploying.done,
         timeout_s=settings.ray.start_timeout_s,
         interval_s=0.5,
         what=f"the app '{app_name}' has started",
@@ -173,8 +197,7 @@ def run_app(settings: RaychatSettings, config: AppConfig, app_name: str, route_p
         tick_s=10,
         error=processes.ProcessTimeout,
     )
-    if failure:
-        raise processes.ProcessError(f"deploying '{app_name}' failed: {failure[0]}")
+    deploying.raise_failure()
 
 
 def deploy(settings: RaychatSettings, model_path: Path) -> bool:

@@ -31,6 +31,7 @@ from deployments.config import (
     MetricsSettings,
     PlacementSettings,
     RedisSettings,
+    RolloutSettings,
     Section,
     SessionSettings,
 )
@@ -186,6 +187,7 @@ class RaychatSettings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     tls: TLSSettings = Field(default_factory=TLSSettings)
     firewall: FirewallSettings = Field(default_factory=FirewallSettings)
@@ -287,6 +289,7 @@ class RaychatSettings(BaseSettings):
             cache=self.cache,
             metrics=self.metrics,
             placement=self.placement,
+            rollout=self.rollout,
             auth=self.auth,
             model_path=model_path,
             data_dir=self.data_dir,

@@ -16,10 +16,12 @@ from deployments.retriever import Retriever
 
 def build_app(config: AppConfig | dict[str, Any]) -> Application:
     cfg = AppConfig.model_validate(config)
-    llm_app = build_llm_app(cfg.llm, cfg.model_path, cfg.data_dir)
+    llm_app = build_llm_app(cfg.llm, cfg.model_path, cfg.data_dir, cfg.rollout)
+    rollout = cfg.rollout.deployment_options()  # replacements start before old replicas stop
     knowledge = cfg.knowledge.model_dump(mode="json")
     head = cfg.placement.head_resources()
     embedding = EmbeddingDeployment.options(
+        **rollout,
         num_replicas=cfg.knowledge.embedding_replicas,
         ray_actor_options={
             "num_cpus": 0.25,
@@ -27,14 +29,16 @@ def build_app(config: AppConfig | dict[str, Any]) -> Application:
             "runtime_env": {"env_vars": {"HF_HUB_OFFLINE": "1"}},
         },
     ).bind(knowledge)
-    # One retriever replica: the single writer of the LanceDB tables on the head's disk.
+    # One retriever replica: the writer of the LanceDB tables on the head's disk (while it is replaced,
+    # its successor writes beside it for a moment: LanceDB commits each write atomically).
     retriever = Retriever.options(
-        num_replicas=1, ray_actor_options={"num_cpus": 0.25, "resources": head}
+        **rollout, num_replicas=1, ray_actor_options={"num_cpus": 0.25, "resources": head}
     ).bind(embedding, knowledge, str(cfg.store_dir))
-    metrics = MetricsAggregator.options(ray_actor_options={"num_cpus": 0, "resources": head}).bind(
+    metrics = MetricsAggregator.options(**rollout, ray_actor_options={"num_cpus": 0, "resources": head}).bind(
         cfg.metrics.model_dump(mode="json")
     )
     gateway = Gateway.options(
+        **rollout,
         num_replicas=cfg.gateway.num_replicas,
         max_ongoing_requests=cfg.gateway.max_ongoing_requests,
         ray_actor_options={"num_cpus": cfg.gateway.num_cpus, "resources": head},

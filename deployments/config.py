@@ -173,6 +173,31 @@ class PlacementSettings(Section):
         return {"node:__internal_head__": 0.001} if self.services_on_head else {}
 
 
+class RolloutSettings(Section):
+    """How Serve replaces a deployment's replicas (a redeploy, `raychat upgrade --strategy rolling`)."""
+
+    max_surge_percent: int = Field(
+        1,
+        ge=0,
+        le=100,
+        description="extra replicas Serve starts before it stops old ones, as a percent of each "
+        "deployment's replicas rounded up: 1 is one replica at a time (up to 100 replicas); 0 stops an old "
+        "replica before its replacement starts (Serve's default, a dip in capacity)",
+    )
+    graceful_shutdown_timeout_s: float = Field(
+        120,
+        ge=0,
+        description="a replica being replaced or scaled down finishes its requests in flight (streams "
+        "included) for up to this long before Serve stops it",
+    )
+
+    def deployment_options(self) -> dict[str, float | int]:
+        return {
+            "max_surge_percent": self.max_surge_percent,
+            "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
+        }
+
+
 class RedisSettings(Section):
     """Conversation state and the question cache live in Redis (any Redis >= 6.2, or Valkey).
 
@@ -326,6 +351,7 @@ class AppConfig(Section):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     model_path: Path = Field(description="resolved local model directory vLLM loads")
     data_dir: Path

@@ -8,7 +8,7 @@ from typing import Any
 from ray.serve.deployment import Application
 from ray.serve.llm import LLMConfig, build_llm_deployment
 
-from deployments.config import LLMSettings, temp_dir
+from deployments.config import LLMSettings, RolloutSettings, temp_dir
 from deployments.llm_router import ROUTER_PATH
 
 
@@ -53,7 +53,7 @@ def engine_env(llm: LLMSettings, data_dir: Path) -> dict[str, str]:
     return env
 
 
-def deployment_options(llm: LLMSettings) -> dict[str, Any]:
+def deployment_options(llm: LLMSettings, rollout: RolloutSettings | None = None) -> dict[str, Any]:
     autoscaling: dict[str, Any] = {
         "min_replicas": llm.min_replicas,
         "max_replicas": llm.max_replicas,
@@ -68,6 +68,7 @@ def deployment_options(llm: LLMSettings) -> dict[str, Any]:
         "max_ongoing_requests": llm.max_ongoing_requests,
         "max_queued_requests": llm.max_queued_requests,
         "ray_actor_options": {"num_cpus": llm.replica_num_cpus},
+        **(rollout or RolloutSettings()).deployment_options(),
     }
     if llm.request_router == "prefix_affinity":
         options["request_router_config"] = {
@@ -98,7 +99,9 @@ def placement_group_config(llm: LLMSettings) -> dict[str, Any] | None:
     return {"bundles": [dict(bundle) for _ in range(llm.tensor_parallel_size)]}
 
 
-def build_llm_config(llm: LLMSettings, model_path: Path, data_dir: Path) -> LLMConfig:
+def build_llm_config(
+    llm: LLMSettings, model_path: Path, data_dir: Path, rollout: RolloutSettings | None = None
+) -> LLMConfig:
     for sub in ("cache/vllm", "cache/torchinductor", "cache/triton"):
         (data_dir / sub).mkdir(parents=True, exist_ok=True)
     temp_dir(data_dir).mkdir(parents=True, exist_ok=True)
@@ -107,11 +110,13 @@ def build_llm_config(llm: LLMSettings, model_path: Path, data_dir: Path) -> LLMC
         accelerator_config={"kind": llm.accelerator},
         engine_kwargs=engine_kwargs(llm),
         placement_group_config=placement_group_config(llm),
-        deployment_config=deployment_options(llm),
+        deployment_config=deployment_options(llm, rollout),
         runtime_env={"env_vars": engine_env(llm, data_dir)},
         experimental_configs={"stream_batching_interval_ms": llm.stream_batching_interval_ms},
     )
 
 
-def build_llm_app(llm: LLMSettings, model_path: Path, data_dir: Path) -> Application:
-    return build_llm_deployment(build_llm_config(llm, model_path, data_dir), name_prefix="LLM:")
+def build_llm_app(
+    llm: LLMSettings, model_path: Path, data_dir: Path, rollout: RolloutSettings | None = None
+) -> Application:
+    return build_llm_deployment(build_llm_config(llm, model_path, data_dir, rollout), name_prefix="LLM:")

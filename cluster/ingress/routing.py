@@ -44,11 +44,17 @@ class Routing(BaseModel):
         "builds the candidate's tables from the live ones, which stay the truth until the end",
     )
 
+    rolling: bool = Field(
+        False,
+        description="a rolling upgrade replaces the live app's replicas in place: the proxies go through "
+        "Serve's proxy, which knows which Gateway replicas run, old or new",
+    )
+
     @property
     def split(self) -> bool:
-        """Both colours run: the proxies reach each through Serve's proxy by its prefix (the direct-ingress
-        ports would mix the two apps' replicas)."""
-        return self.candidate is not None
+        """The proxies reach the apps through Serve's proxy by prefix: while both colours run (the
+        direct-ingress ports would mix the two apps' replicas), and while a rolling upgrade runs."""
+        return self.candidate is not None or self.rolling
 
 
 # Knowledge-base writes and listings: everything under /v1/knowledge_bases but a search.

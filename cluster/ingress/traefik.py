@@ -182,9 +182,10 @@ def _services(settings: RaychatSettings, colours: Routing | None = None) -> dict
             "weighted": {"services": [{"name": n, "weight": w} for n, w in split if w > 0]}
         }
         return services
-    fallback = fallback_upstreams(settings)
+    fallback = fallback_upstreams(settings, colours.split)
     if not fallback:
-        return {"raychat": _load_balancer(settings, upstreams(settings), live)}
+        proxies = upstreams(settings, colours.split)
+        return {"raychat": _load_balancer(settings, proxies, live, health=not colours.split)}
     # A port no replica holds (yet) answers 502 until the health check has taken it out, which after
     # each reload takes up to one check interval: such a 502 is sent again to Serve's proxy.
     failover = {

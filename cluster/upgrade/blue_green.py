@@ -16,12 +16,7 @@ Every phase's time is reported and written to `<data_dir>/logs/upgrade-<time>.js
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,47 +29,16 @@ from cluster.settings import RaychatSettings
 from cluster.upgrade import compat, health, smoke
 from cluster.upgrade.compat import UpgradeRefused
 from cluster.upgrade.reindex import Reindexer, Snapshot
+from cluster.upgrade.steps import (
+    RolledBack,
+    Say,
+    UpgradeReport,
+    apply_routing,
+    check_room,
+    delete_app,
+    phase,
+)
 from cluster.waiting import WaitTimeout, wait_until
-
-Say = Callable[[str], None]
-
-
-class RolledBack(RuntimeError):
-    """Green was taken out again; the message says why. Blue serves every request."""
-
-
-@dataclass
-class UpgradeReport:
-    outcome: str = "running"
-    blue: dict[str, Any] = field(default_factory=dict)
-    green: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    phases: dict[str, float] = field(default_factory=dict)  # phase -> seconds
-    holds: list[dict[str, Any]] = field(default_factory=list)  # per weight step: both colours' counts
-    reindex: dict[str, Any] = field(default_factory=dict)
-
-    def save(self, settings: RaychatSettings) -> Path:
-        path = settings.logs_dir / f"upgrade-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2))
-        return path
-
-
-@contextmanager
-def _phase(report: UpgradeReport, name: str, say: Say) -> Iterator[None]:
-    started = time.monotonic()
-    try:
-        yield
-    finally:
-        report.phases[name] = round(time.monotonic() - started, 2)
-        say(f"{name}: {report.phases[name]:.1f}s")
-
-
-def apply_routing(settings: RaychatSettings, colours: Routing) -> None:
-    """The record, then every running proxy reloaded on it (gracefully: nothing in flight is cut)."""
-    routing.save(settings, colours)
-    for module in local.ingress_modules(settings):
-        module.reload(settings)
 
 
 def _metrics_text(settings: RaychatSettings, colour: Colour) -> str:
@@ -117,50 +81,6 @@ def drain(settings: RaychatSettings, colour: Colour, say: Say) -> bool:
     except WaitTimeout:
         return False
     return True
-
-
-def delete_app(app: str) -> None:
-    from ray import serve
-
-    serve.delete(app, _blocking=True)
-
-
-def _needs(settings: RaychatSettings) -> dict[str, float]:
-    """Ray resources a whole copy of the app reserves at its minimum size."""
-    llm, gw, kn = settings.llm, settings.gateway, settings.knowledge
-    replicas = max(llm.min_replicas, llm.initial_replicas or 0, 1)
-    engine_cpus = 0.0 if llm.accelerator == "gpu" else llm.engine_num_cpus * llm.tensor_parallel_size
-    needs = {
-        "CPU": replicas * (llm.replica_num_cpus + engine_cpus)
-        + gw.num_replicas * gw.num_cpus
-        + kn.embedding_replicas * 0.25
-        + 0.25
-    }
-    gpus = llm.tensor_parallel_size if llm.accelerator == "gpu" else 0
-    gpus += int(llm.engine_bundle_resources.get("GPU", 0)) * llm.tensor_parallel_size
-    if gpus:
-        needs["GPU"] = float(replicas * gpus)
-    return needs
-
-
-def check_room(blue: RaychatSettings, green: RaychatSettings) -> None:
-    import ray
-
-    free = ray.available_resources()
-    short = {k: (v, free.get(k, 0.0)) for k, v in _needs(green).items() if free.get(k, 0.0) + 1e-9 < v}
-    if short:
-        detail = ", ".join(f"{k}: needs {need:g}, {have:g} free" for k, (need, have) in short.items())
-        raise UpgradeRefused(
-            f"no room for a second copy beside the running one ({detail}). Free capacity (another node: "
-            "`raychat join`), or lower the new settings' llm.min_replicas"
-        )
-    if blue.serve.direct_ingress:
-        ports = blue.gateway.num_replicas + green.gateway.num_replicas
-        if ports > blue.serve.direct_ingress_ports:
-            raise UpgradeRefused(
-                f"both colours' gateways need {ports} direct-ingress ports; serve.direct_ingress_ports "
-                f"is {blue.serve.direct_ingress_ports}"
-            )
 
 
 def _hold(
@@ -218,10 +138,8 @@ def upgrade(
     report = UpgradeReport()
     local.connect(blue_settings)
     colours = routing.load(blue_settings)
-    if colours.candidate is not None:
-        raise UpgradeRefused(
-            f"an upgrade to '{colours.candidate.app}' is under way; finish it or `raychat rollback`"
-        )
+    if colours.candidate is not None or colours.rolling:
+        raise UpgradeRefused("an upgrade is under way; let it finish or `raychat rollback`")
     blue = colours.live
     if local.app_status(blue_settings, blue.app) != "RUNNING":
         raise UpgradeRefused(f"the running app '{blue.app}' is not RUNNING; `raychat up` first")
@@ -237,13 +155,8 @@ def upgrade(
         expected_sha256=green_settings.llm.model_sha256,
         weights=green_settings.llm.weights,
     )
-    if green_settings.llm.max_model_len < blue_settings.llm.max_model_len:
-        over, total = compat.sessions_over_window(green_settings, model_path)
-        note = (
-            f"the context window shrinks to {green_settings.llm.max_model_len} tokens: {over} of {total} "
-            "stored sessions hold more; their oldest turns will be left out of the prompt (trimmed, not "
-            "broken)"
-        )
+    note = compat.window_note(blue_settings, green_settings, model_path)
+    if note:
         report.notes.append(note)
         say(note)
     config, digest = local.app_config(green_settings, model_path)
@@ -273,24 +186,24 @@ def upgrade(
     reindexer: Reindexer | None = None
     followed: Snapshot = {}
     try:
-        with _phase(report, "proxies to Serve's proxy", say):
+        with phase(report, "proxies to Serve's proxy", say):
             apply_routing(blue_settings, split(0))
-        with _phase(report, "green ready", say):
+        with phase(report, "green ready", say):
             local.run_app(green_settings, config, green.app, green.prefix)
         if plan.reindex:
-            with _phase(report, "re-index", say):
+            with phase(report, "re-index", say):
                 reindexer = Reindexer(blue_settings, blue.app, green_settings, green.app, say)
                 followed = reindexer.sync()
-        with _phase(report, "smoke test", say):
+        with phase(report, "smoke test", say):
             smoke.run(green_settings, green, say)
         for weight in green_settings.upgrade.steps:
-            with _phase(report, f"step {weight}%", say):
+            with phase(report, f"step {weight}%", say):
                 if reindexer is not None:
                     followed = reindexer.sync(followed)
                 apply_routing(blue_settings, split(weight))
                 _hold(green_settings, blue, green, weight, report, say)
         if reindexer is not None:
-            with _phase(report, "writes to green", say):
+            with phase(report, "writes to green", say):
                 followed = reindexer.sync(followed)
                 apply_routing(blue_settings, split(100, writes_to_live=False))
                 drain(green_settings, blue, say)  # blue's writes in flight land first
@@ -309,15 +222,15 @@ def upgrade(
         say(f"green failed: {reason}; every request goes to blue again")
         current = routing.load(blue_settings).candidate
         if current is not None and current.app == green.app:  # not already done by `raychat rollback`
-            with _phase(report, "rollback", say):
+            with phase(report, "rollback", say):
                 _take_out(blue_settings, blue, green, say)
         report.outcome = f"rolled back: {reason}"
         report.phases["total"] = round(time.monotonic() - started, 2)
         say(f"report: {report.save(blue_settings)}")
         raise RolledBack(reason) from exc
-    with _phase(report, "blue drained", say):
+    with phase(report, "blue drained", say):
         drain(green_settings, blue, say)
-    with _phase(report, "blue deleted", say):
+    with phase(report, "blue deleted", say):
         delete_app(blue.app)
         apply_routing(blue_settings, Routing(live=green))
     local.record_app(green_settings, digest)

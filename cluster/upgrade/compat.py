@@ -27,7 +27,9 @@ class Plan:
     reindex: bool = False
 
 
-def plan(blue: RaychatSettings, green: RaychatSettings, *, reindex: bool = False) -> Plan:
+def plan(
+    blue: RaychatSettings, green: RaychatSettings, *, reindex: bool = False, rolling: bool = False
+) -> Plan:
     """The green settings to deploy (model aliases added) and notes for the operator; UpgradeRefused
     when they cannot take over."""
     for name in _SAME_CLUSTER:
@@ -40,6 +42,8 @@ def plan(blue: RaychatSettings, green: RaychatSettings, *, reindex: bool = False
     if serve_blue != green.serve.model_dump(exclude={"release"}):
         raise UpgradeRefused("'serve' differs beyond 'serve.release': an upgrade keeps Serve's own setup")
     result = Plan(green=green)
+    if rolling:
+        _rolling_limits(blue, green, reindex)
     if blue.knowledge.embedding_identity() != green.knowledge.embedding_identity():
         if not reindex:
             raise UpgradeRefused(
@@ -60,6 +64,33 @@ def plan(blue: RaychatSettings, green: RaychatSettings, *, reindex: bool = False
         llm = green.llm.model_copy(update={"model_aliases": aliases})
         result.green = green.model_copy(update={"llm": llm})
     return result
+
+
+def _rolling_limits(blue: RaychatSettings, green: RaychatSettings, reindex: bool) -> None:
+    """A rolling upgrade has old and new replicas answer side by side in one app: what only works when
+    both colours are whole is refused, with the way that works."""
+    if reindex or blue.knowledge.embedding_identity() != green.knowledge.embedding_identity():
+        raise UpgradeRefused(
+            "a new embedding needs the blue-green strategy: its re-index builds the new tables beside the "
+            "old ones, and every replica of a colour must search the same ones"
+        )
+    if blue.llm.model_id != green.llm.model_id:
+        raise UpgradeRefused(
+            f"a new served model name ('{blue.llm.model_id}' -> '{green.llm.model_id}') needs the "
+            "blue-green strategy: during a rolling upgrade old replicas, which know only the old name, "
+            "answer beside new ones"
+        )
+
+
+def window_note(blue: RaychatSettings, green: RaychatSettings, model_path: Path) -> str | None:
+    """What a smaller context window does to the stored sessions, said before anything moves."""
+    if green.llm.max_model_len >= blue.llm.max_model_len:
+        return None
+    over, total = sessions_over_window(green, model_path)
+    return (
+        f"the context window shrinks to {green.llm.max_model_len} tokens: {over} of {total} stored "
+        "sessions hold more; their oldest turns will be left out of the prompt (trimmed, not broken)"
+    )
 
 
 def sessions_over_window(settings: RaychatSettings, model_path: Path) -> tuple[int, int]:

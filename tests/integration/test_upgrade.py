@@ -1,7 +1,8 @@
 """`raychat upgrade` under a steady, bounded load through Nginx and Traefik (plain and streamed chats,
-knowledge-base chats): a green that fails under load is rolled back by itself, a green that fails its smoke
-test never gets a request, and an upgrade of the bundled model to another dtype and served name finishes
-with zero failed requests and every later answer from green. Runs last (`restarts_stack`): it leaves the
+knowledge-base chats): a green that fails under load is rolled back by itself, a new version that fails its
+smoke test never gets a request, a rolling upgrade replaces the running app's replicas in place, and an
+upgrade of the bundled model to another dtype and served name finishes with zero failed requests and every
+later answer from green. Runs last (`restarts_stack`): it leaves the
 stack on its second slot, and the session's teardown stops it.
 """
 
@@ -264,7 +265,11 @@ def test_a_green_failing_under_load_is_rolled_back_without_failed_requests(
 
 
 @pytest.mark.restarts_stack
-def test_a_green_failing_its_smoke_test_never_gets_a_request(upgrade_stack: Stack, tmp_path: Path) -> None:
+def test_a_new_version_failing_its_smoke_test_never_gets_a_request(
+    upgrade_stack: Stack, tmp_path: Path
+) -> None:
+    """Rolling: its one-replica canary fails the smoke test (the code both strategies share), and not one
+    of the running app's replicas is replaced."""
     stack = upgrade_stack
     blue = colours(stack)["blue"]["version"]
     sizes = log_sizes()
@@ -280,17 +285,68 @@ def test_a_green_failing_its_smoke_test_never_gets_a_request(upgrade_stack: Stac
     # A context window too small for any chat prompt: the engine starts, the first smoke chat fails.
     changes = {"llm": {"max_model_len": 48}, "upgrade": FAST_STEPS}
     with Load(stack, model="smollm2-135m-instruct", threads=2) as load:
-        code, output = upgrade(stack, tmp_path, changes, drop_env=("RAYCHAT_LLM__MAX_MODEL_LEN",))
+        code, output = upgrade(
+            stack, tmp_path, changes, "--strategy", "rolling", drop_env=("RAYCHAT_LLM__MAX_MODEL_LEN",)
+        )
     assert code == 4, output[-3000:]
-    assert "smoke test" in output and "green failed" in output, output[-3000:]
+    assert "smoke test" in output and "the canary failed" in output, output[-3000:]
     # The smaller window was reported before anything moved, with the stored sessions it trims.
     shrink = re.search(r"context window shrinks to 48 tokens: (\d+) of (\d+) stored sessions", output)
     assert shrink and 1 <= int(shrink.group(1)) <= int(shrink.group(2)), output[-3000:]
+    assert "rollout:" not in output  # the running app was never touched
     assert load.failures() == [] and load.outcomes
     assert {o.version for o in load.outcomes} == {blue}
     seen = versions_seen_by_proxies(sizes)
-    assert set(seen) <= {blue, "-", ""}, seen  # no proxy ever got an answer from green
-    assert "green" not in colours(stack)
+    assert set(seen) <= {blue, "-", ""}, seen  # no proxy ever got an answer from the new version
+    assert "green" not in colours(stack) and colours(stack)["blue"]["version"] == blue
+
+
+@pytest.mark.restarts_stack
+def test_a_rolling_upgrade_replaces_replicas_in_place_without_failed_requests(
+    upgrade_stack: Stack, tmp_path: Path
+) -> None:
+    """Another dtype, one replica at a time in the running app: a new replica starts before an old one
+    stops, and what clients get is judged by version from the proxies' logs."""
+    stack = upgrade_stack
+    before = colours(stack)["blue"]
+    changes = {"llm": {"dtype": "bfloat16"}, "serve": {"release": "rolled-2"}, "upgrade": FAST_STEPS}
+    with Load(stack, model="smollm2-135m-instruct", threads=4) as load:
+        time.sleep(5)
+        started = time.time()
+        code, output = upgrade(
+            stack, tmp_path, changes, "--strategy", "rolling", drop_env=("RAYCHAT_LLM__DTYPE",)
+        )
+        time.sleep(3)
+    assert code == 0, output[-4000:]
+    report, _ = json.JSONDecoder().raw_decode(output[output.index("{\n") :])
+    assert report["outcome"] == "upgraded" and report["strategy"] == "rolling"
+    for phase in ("canary ready", "smoke test", "canary deleted", "rollout", "hold"):
+        assert phase in report["phases"]
+    during = sorted(o.seconds for o in load.outcomes if o.at >= started)
+    print(
+        "rolling upgrade numbers:",
+        json.dumps(
+            {
+                "phases": report["phases"],
+                "requests": len(load.outcomes),
+                "during_upgrade": len(during),
+                "failed": len(load.failures()),
+                "p95_during_s": round(during[int(0.95 * (len(during) - 1))], 3),
+                "versions": Counter(o.version for o in load.outcomes),
+            }
+        ),
+    )
+    assert load.failures() == [], load.failures()[:5]
+    assert Counter(o.version for o in load.outcomes)["rolled-2"] > 0
+    state = colours(stack)
+    assert state["blue"]["app"] == before["app"] and state["blue"]["version"] == "rolled-2"
+    assert "green" not in state
+    for base in (stack.url, stack.traefik_url):
+        r = stack.http.post(
+            f"{base}/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "cache": False},
+        )
+        assert r.status_code == 200 and r.headers["x-raychat-version"] == "rolled-2", r.text
 
 
 @pytest.mark.restarts_stack

@@ -143,3 +143,16 @@ def test_during_a_reindex_knowledge_base_writes_go_to_the_live_colour(
     for path in ("/v1/knowledge_bases", "/v1/knowledge_bases/kb", "/v1/knowledge_bases/kb/documents/a.txt"):
         assert pattern.match(path)
     assert not pattern.match("/v1/knowledge_bases/kb/search")
+
+
+def test_a_rolling_upgrade_goes_through_serves_proxy(settings: RaychatSettings, tmp_path: Path) -> None:
+    """Its new Gateway replicas take ports beside the old ones: Serve's proxy knows which run."""
+    routing.save(settings, Routing(live=BLUE, rolling=True))
+    text = nginx_accepts(settings, tmp_path)
+    assert "server 127.0.0.1:30000" not in text and "server 127.0.0.1:8000 " in text
+    assert "split_clients" not in text
+    services = traefik.dynamic_config(settings)["http"]["services"]
+    assert services["raychat"]["loadBalancer"]["servers"] == [{"url": "https://127.0.0.1:8000"}]
+    assert "healthCheck" not in services["raychat"]["loadBalancer"]
+    routing.save(settings, Routing(live=BLUE))
+    assert "server 127.0.0.1:30000 " in nginx_accepts(settings, tmp_path)

@@ -66,3 +66,11 @@ def test_steps_rise_to_100(steps: list[int]) -> None:
 def test_another_embedding_dimension_needs_reindex_too(blue: RaychatSettings) -> None:
     with pytest.raises(UpgradeRefused, match="--reindex"):
         plan(blue, green(blue, knowledge={"embedding_dimension": 128}))
+
+
+def test_a_rolling_upgrade_refuses_what_needs_two_whole_colours(blue: RaychatSettings) -> None:
+    assert plan(blue, green(blue, llm={"dtype": "float32"}), rolling=True).green.llm.dtype == "float32"
+    with pytest.raises(UpgradeRefused, match="served model name .* blue-green"):
+        plan(blue, green(blue, llm={"model_id": "smollm2-v2"}), rolling=True)
+    with pytest.raises(UpgradeRefused, match="new embedding needs the blue-green"):
+        plan(blue, green(blue, knowledge={"embedding_dimension": 128}), rolling=True, reindex=True)
