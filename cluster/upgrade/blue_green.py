@@ -269,4 +269,6 @@ def colours_status(settings: RaychatSettings) -> dict[str, Any]:
     }
     if colours.candidate is not None:
         status["green"] = {**colours.candidate.model_dump(), "weight": colours.candidate_weight}
+    if colours.rolling:
+        status["rolling_upgrade"] = "under way: the deployments' replicas show old and new"
     return status
