@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from cluster import local, model_store
+from cluster import local
 from cluster.ingress import routing
 from cluster.ingress.routing import Colour, Routing
 from cluster.processes import ProcessError
@@ -36,7 +36,9 @@ from cluster.upgrade.steps import (
     apply_routing,
     check_room,
     delete_app,
+    model_path,
     phase,
+    running_colour,
 )
 from cluster.waiting import WaitTimeout, wait_until
 
@@ -136,30 +138,19 @@ def upgrade(
     """Blue-green upgrade to `new_settings`; the report says what happened. Raises UpgradeRefused before
     anything starts, and RolledBack (after green is gone again) when green failed."""
     report = UpgradeReport()
-    local.connect(blue_settings)
-    colours = routing.load(blue_settings)
-    if colours.candidate is not None or colours.rolling:
-        raise UpgradeRefused("an upgrade is under way; let it finish or `raychat rollback`")
-    blue = colours.live
-    if local.app_status(blue_settings, blue.app) != "RUNNING":
-        raise UpgradeRefused(f"the running app '{blue.app}' is not RUNNING; `raychat up` first")
+    blue = running_colour(blue_settings)
     plan = compat.plan(blue_settings, new_settings, reindex=reindex)
     green_settings = plan.green
     report.notes += plan.notes
     for note in plan.notes:
         say(note)
     check_room(blue_settings, green_settings)
-    model_path = model_store.resolve_model(
-        green_settings.llm.model_source,
-        green_settings.data_dir / "models",
-        expected_sha256=green_settings.llm.model_sha256,
-        weights=green_settings.llm.weights,
-    )
-    note = compat.window_note(blue_settings, green_settings, model_path)
+    green_model = model_path(green_settings)
+    note = compat.window_note(blue_settings, green_settings, green_model)
     if note:
         report.notes.append(note)
         say(note)
-    config, digest = local.app_config(green_settings, model_path)
+    config, digest = local.app_config(green_settings, green_model)
     app = routing.other_slot(blue_settings, blue.app)
     green = Colour(
         app=app,

@@ -19,9 +19,10 @@ weighted steps, no second colour to fall back to at once), and a rollback is ano
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
-from cluster import local, model_store
+from cluster import local
 from cluster.ingress import routing
 from cluster.ingress.routing import Colour, Routing
 from cluster.settings import RaychatSettings
@@ -35,17 +36,12 @@ from cluster.upgrade.steps import (
     apply_routing,
     check_room,
     delete_app,
+    model_path,
     phase,
+    running_colour,
 )
 
 ROLLBACK_REQUEST = "rollback-requested"
-
-
-def _model_path(settings: RaychatSettings) -> Path:
-    llm = settings.llm
-    return model_store.resolve_model(
-        llm.model_source, settings.data_dir / "models", expected_sha256=llm.model_sha256, weights=llm.weights
-    )
 
 
 def canary_settings(settings: RaychatSettings) -> RaychatSettings:
@@ -57,12 +53,10 @@ def canary_settings(settings: RaychatSettings) -> RaychatSettings:
     return settings.model_copy(update={"llm": llm, "gateway": gateway, "knowledge": knowledge})
 
 
-def _canary(
-    settings: RaychatSettings, blue: Colour, model_path: Path, report: UpgradeReport, say: Say
-) -> None:
+def _canary(settings: RaychatSettings, blue: Colour, model: Path, report: UpgradeReport, say: Say) -> None:
     """Starts the canary beside the running app, smoke-tests it, deletes it; RolledBack if it fails."""
     canary_cfg = canary_settings(settings)
-    config, _ = local.app_config(canary_cfg, model_path)
+    config, _ = local.app_config(canary_cfg, model)
     app = routing.other_slot(settings, blue.app)
     canary = Colour(
         app=app,
@@ -92,8 +86,8 @@ def _judge(
     old: str,
     new: str,
     *,
-    until: float | None,
-    deploying: local.Deploying | None,
+    until: float | None = None,
+    deploying: local.Deploying | None = None,
     report: UpgradeReport,
     say: Say,
 ) -> None:
@@ -152,22 +146,16 @@ def upgrade(
     UpgradeRefused before anything starts, and RolledBack (after the previous settings are back) when the
     new version failed."""
     report = UpgradeReport(strategy="rolling")
-    local.connect(blue_settings)
-    colours = routing.load(blue_settings)
-    if colours.candidate is not None or colours.rolling:
-        raise UpgradeRefused("an upgrade is under way; let it finish or `raychat rollback`")
-    blue = colours.live
-    if local.app_status(blue_settings, blue.app) != "RUNNING":
-        raise UpgradeRefused(f"the running app '{blue.app}' is not RUNNING; `raychat up` first")
+    blue = running_colour(blue_settings)
     plan = compat.plan(blue_settings, new_settings, rolling=True)
     green_settings = plan.green
     check_room(blue_settings, green_settings, rolling=True)
-    model_path = _model_path(green_settings)
-    note = compat.window_note(blue_settings, green_settings, model_path)
+    green_model = model_path(green_settings)
+    note = compat.window_note(blue_settings, green_settings, green_model)
     for line in [*plan.notes, *([note] if note else [])]:
         report.notes.append(line)
         say(line)
-    config, digest = local.app_config(green_settings, model_path)
+    config, digest = local.app_config(green_settings, green_model)
     if config.version == blue.version:
         raise UpgradeRefused(
             f"the new settings and code are the running version ({blue.version}): nothing to upgrade"
@@ -181,40 +169,22 @@ def upgrade(
     started = time.monotonic()
     rolled_out = False
     try:
-        _canary(green_settings, blue, model_path, report, say)
+        _canary(green_settings, blue, green_model, report, say)
         logs = AccessLogs(blue_settings)
+        judge = partial(_judge, green_settings, logs, blue.version, green.version, report=report, say=say)
         with phase(report, "rollout", say):
             rolled_out = True
             deploying = local.start_app(green_settings, config, blue.app, blue.prefix)
-            _judge(
-                green_settings,
-                logs,
-                blue.version,
-                green.version,
-                until=None,
-                deploying=deploying,
-                report=report,
-                say=say,
-            )
+            judge(deploying=deploying)
             deploying.raise_failure()
         with phase(report, "hold", say):
-            until = time.monotonic() + green_settings.upgrade.hold_s
-            _judge(
-                green_settings,
-                logs,
-                blue.version,
-                green.version,
-                until=until,
-                deploying=None,
-                report=report,
-                say=say,
-            )
+            judge(until=time.monotonic() + green_settings.upgrade.hold_s)
     except (Exception, KeyboardInterrupt) as exc:  # whatever failed, the previous settings come back
         reason = str(exc) or type(exc).__name__
         say(f"the new version failed: {reason}; rolling back to {blue.version}")
         if rolled_out:
             with phase(report, "rollback", say):
-                blue_config, _ = local.app_config(blue_settings, _model_path(blue_settings))
+                blue_config, _ = local.app_config(blue_settings, model_path(blue_settings))
                 local.run_app(blue_settings, blue_config, blue.app, blue.prefix)
         apply_routing(blue_settings, Routing(live=blue))
         (blue_settings.run_dir / ROLLBACK_REQUEST).unlink(missing_ok=True)

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster import local
+from cluster import local, model_store
 from cluster.ingress import routing
-from cluster.ingress.routing import Routing
+from cluster.ingress.routing import Colour, Routing
 from cluster.settings import RaychatSettings
 from cluster.upgrade.compat import UpgradeRefused
 
@@ -52,6 +52,27 @@ def phase(report: UpgradeReport, name: str, say: Say) -> Iterator[None]:
     finally:
         report.phases[name] = round(time.monotonic() - started, 2)
         say(f"{name}: {report.phases[name]:.1f}s")
+
+
+def running_colour(settings: RaychatSettings) -> Colour:
+    """The live colour an upgrade starts from; UpgradeRefused while another upgrade runs or the app is
+    not running."""
+    local.connect(settings)
+    colours = routing.load(settings)
+    if colours.candidate is not None or colours.rolling:
+        raise UpgradeRefused("an upgrade is under way; let it finish or `raychat rollback`")
+    live = colours.live
+    if local.app_status(settings, live.app) != "RUNNING":
+        raise UpgradeRefused(f"the running app '{live.app}' is not RUNNING; `raychat up` first")
+    return live
+
+
+def model_path(settings: RaychatSettings) -> Path:
+    """The settings' model, prepared under the data dir if it is not yet (checksummed)."""
+    llm = settings.llm
+    return model_store.resolve_model(
+        llm.model_source, settings.data_dir / "models", expected_sha256=llm.model_sha256, weights=llm.weights
+    )
 
 
 def apply_routing(settings: RaychatSettings, colours: Routing) -> None:
