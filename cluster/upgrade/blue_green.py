@@ -34,6 +34,7 @@ from cluster.upgrade.steps import (
     Say,
     UpgradeReport,
     apply_routing,
+    beside,
     check_room,
     delete_app,
     model_path,
@@ -151,15 +152,7 @@ def upgrade(
         report.notes.append(note)
         say(note)
     config, digest = local.app_config(green_settings, green_model)
-    app = routing.other_slot(blue_settings, blue.app)
-    green = Colour(
-        app=app,
-        prefix=routing.prefix_of(blue_settings, app),
-        version=config.version,
-        model_id=green_settings.llm.model_id,
-        config_file=config_file,
-        store_dir=str(config.store_dir),
-    )
+    green = beside(blue_settings, blue, config, config_file)
     if plan.reindex and str(config.store_dir) == blue.store_dir:
         raise UpgradeRefused("--reindex needs the new tables elsewhere: leave knowledge.store_dir unset")
     if green.version == blue.version:

@@ -34,6 +34,7 @@ from cluster.upgrade.steps import (
     Say,
     UpgradeReport,
     apply_routing,
+    beside,
     check_room,
     delete_app,
     model_path,
@@ -57,14 +58,7 @@ def _canary(settings: RaychatSettings, blue: Colour, model: Path, report: Upgrad
     """Starts the canary beside the running app, smoke-tests it, deletes it; RolledBack if it fails."""
     canary_cfg = canary_settings(settings)
     config, _ = local.app_config(canary_cfg, model)
-    app = routing.other_slot(settings, blue.app)
-    canary = Colour(
-        app=app,
-        prefix=routing.prefix_of(settings, app),
-        version=config.version,
-        model_id=settings.llm.model_id,
-        store_dir=str(config.store_dir),
-    )
+    canary = beside(settings, blue, config)
     # Its gateway takes a direct-ingress port too: the proxies go through Serve's proxy, by prefix.
     apply_routing(settings, Routing(live=blue, candidate=canary, candidate_weight=0))
     try:

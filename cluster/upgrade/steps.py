@@ -17,6 +17,7 @@ from cluster.ingress import routing
 from cluster.ingress.routing import Colour, Routing
 from cluster.settings import RaychatSettings
 from cluster.upgrade.compat import UpgradeRefused
+from deployments.config import AppConfig
 
 Say = Callable[[str], None]
 
@@ -65,6 +66,21 @@ def running_colour(settings: RaychatSettings) -> Colour:
     if local.app_status(settings, live.app) != "RUNNING":
         raise UpgradeRefused(f"the running app '{live.app}' is not RUNNING; `raychat up` first")
     return live
+
+
+def beside(
+    settings: RaychatSettings, live: Colour, config: AppConfig, config_file: str | None = None
+) -> Colour:
+    """A new colour for `config` in the app slot `live` does not hold."""
+    app = routing.other_slot(settings, live.app)
+    return Colour(
+        app=app,
+        prefix=routing.prefix_of(settings, app),
+        version=config.version,
+        model_id=config.llm.model_id,
+        config_file=config_file,
+        store_dir=str(config.store_dir),
+    )
 
 
 def model_path(settings: RaychatSettings) -> Path:
