@@ -26,9 +26,14 @@ import logging
 import time
 from typing import Any
 
+# The policy itself, not `ray.serve.llm.request_router`'s public alias of it (an empty subclass): that
+# package's __init__ imports vLLM's OpenAI protocol, about 11 s of CPU in every process that reads this
+# deployment's config (each `raychat status` or `upgrade` asks Serve for it). tests/unit pins the two.
+from ray.llm._internal.serve.routing_policies.prefix_aware.prefix_aware_router import (
+    PrefixCacheAffinityRouter,
+)
 from ray.serve._private.common import ReplicaID
 from ray.serve._private.request_router import PowerOfTwoChoicesRequestRouter  # Serve's default
-from ray.serve.llm.request_router import PrefixCacheAffinityRouter
 
 ROUTER_PATH = "deployments.llm_router.PrefixAffinityRouter"
 log = logging.getLogger("raychat.llm_router")

@@ -191,9 +191,20 @@ def jwt_issuer(stack: Stack) -> jwt_keys.Issuer:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Tests that restart the stack run last, so every other test shares the first start.
-    items.sort(key=lambda item: item.get_closest_marker("restarts_stack") is not None)
+    # Every other test shares the first start; then the tests that change the running stack in place
+    # (upgrades: they begin from it as it is, and leave it down); the tests that restart it run last.
+    def order(item: pytest.Item) -> int:
+        if item.get_closest_marker("restarts_stack") is not None:
+            return 2
+        return 1 if item.get_closest_marker("changes_stack") is not None else 0
+
+    items.sort(key=order)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "restarts_stack: stops and starts the shared stack; runs last")
+    config.addinivalue_line(
+        "markers",
+        "changes_stack: changes the running shared stack in place, then stops it; runs before "
+        "the restarts_stack tests",
+    )

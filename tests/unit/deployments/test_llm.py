@@ -103,6 +103,18 @@ def test_the_router_class_path_imports() -> None:
     assert import_attr(ROUTER_PATH) is PrefixAffinityRouter
 
 
+def test_the_router_builds_on_the_policy_serve_llm_publishes() -> None:
+    """Ray's public `PrefixCacheAffinityRouter` is an empty subclass of the policy we import directly
+    (to keep vLLM out of every process that reads the config): if that changes, this says so."""
+    from ray.serve.llm.request_router import PrefixCacheAffinityRouter as Public
+
+    from deployments.llm_router import PrefixAffinityRouter
+
+    policy = PrefixAffinityRouter.__mro__[1]
+    assert Public.__bases__ == (policy,)
+    assert [name for name, value in vars(Public).items() if callable(value)] == []
+
+
 def test_prompts_without_text_go_by_serves_default_choice() -> None:
     """Ray's prefix router divides by the prompt text's length: an empty text, a token-id prompt or a call
     without a request must never reach it."""
@@ -139,9 +151,8 @@ def test_a_failing_prefix_choice_falls_back_and_forgets_the_gone_replica(
     from ray.serve._private.common import DeploymentID, ReplicaID
     from ray.serve._private.request_router import PowerOfTwoChoicesRequestRouter
     from ray.serve.llm.openai_api_models import ChatCompletionRequest
-    from ray.serve.llm.request_router import PrefixCacheAffinityRouter
 
-    from deployments.llm_router import PrefixAffinityRouter
+    from deployments.llm_router import PrefixAffinityRouter, PrefixCacheAffinityRouter
 
     gone = ReplicaID("gone1234", DeploymentID(name="LLM:m", app_name="raychat"))
 
