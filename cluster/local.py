@@ -217,6 +217,7 @@ def deploy(settings: RaychatSettings, model_path: Path) -> bool:
         settings,
         colours.model_copy(
             update={
+                "rolling": False,  # a rolling upgrade that was killed: `up` has just redeployed
                 # `up` deploys the settings the CLI found, not a file an upgrade recorded.
                 "live": live.model_copy(
                     update={

@@ -113,7 +113,8 @@ def _judge(
         if finished:
             report.holds.append(
                 {
-                    "window": "rollout" if deploying is not None else "hold",
+                    # counts since the rollout began
+                    "window": "rollout" if deploying is not None else "rollout and hold",
                     "old": {
                         "requests": old_sample.requests,
                         "errors": old_sample.errors,
