@@ -226,7 +226,7 @@ def deploy(settings: RaychatSettings, model_path: Path) -> bool:
                         "config_file": None,
                         "store_dir": str(config.store_dir),
                     }
-                )
+                ),
             }
         ),
     )
