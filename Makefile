@@ -52,10 +52,11 @@ down:
 status: install
 	$(BIN)/raychat status
 
-# make upgrade CONFIG=new.yaml [REINDEX=1]: the new version beside the running one, then traffic moves
+# make upgrade CONFIG=new.yaml [REINDEX=1] [STRATEGY=rolling]: the new version beside the running one,
+# then traffic moves (rolling: the running app's replicas replaced one at a time)
 upgrade: install
 	@test -n "$(CONFIG)" || { echo "usage: make upgrade CONFIG=new.yaml"; exit 2; }
-	$(BIN)/raychat upgrade --config $(CONFIG) $(if $(REINDEX),--reindex)
+	$(BIN)/raychat upgrade --config $(CONFIG) $(if $(REINDEX),--reindex) $(if $(STRATEGY),--strategy $(STRATEGY))
 
 rollback: install
 	$(BIN)/raychat rollback
