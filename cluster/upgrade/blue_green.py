@@ -106,15 +106,7 @@ def _hold(
             raise RolledBack(f"at {weight}%: {reason}")
         if time.monotonic() >= deadline:
             break
-    entry = {
-        "weight": weight,
-        "blue": {"requests": blue_window.requests, "errors": blue_window.errors, "p95_s": blue_window.p95()},
-        "green": {
-            "requests": green_window.requests,
-            "errors": green_window.errors,
-            "p95_s": green_window.p95(),
-        },
-    }
+    entry = {"weight": weight, "blue": blue_window.summary(), "green": green_window.summary()}
     report.holds.append(entry)
     say(f"  held {weight}%: blue {entry['blue']}, green {entry['green']}")
 

@@ -48,6 +48,10 @@ class Sample:
     def p95(self) -> float | None:
         return quantile(0.95, self.latency)
 
+    def summary(self) -> dict[str, int | float | None]:
+        """What a report keeps of a judged window."""
+        return {"requests": self.requests, "errors": self.errors, "p95_s": self.p95()}
+
 
 def parse(text: str) -> Sample:
     requests = errors = in_flight = 0
@@ -87,12 +91,16 @@ def quantile(q: float, buckets: dict[float, float]) -> float | None:
     return lower
 
 
-def verdict(blue: Sample, green: Sample, rules: UpgradeSettings) -> str | None:
-    """Why green must be rolled back, from one hold's samples of both colours; None while it is fine."""
+def verdict(
+    blue: Sample, green: Sample, rules: UpgradeSettings, *, names: tuple[str, str] = ("green", "blue")
+) -> str | None:
+    """Why green must be rolled back, from one hold's samples of both colours; None while it is fine.
+    `names`: what the reason calls the new and the running version."""
+    new, old = names
     if green.errors and green.error_rate > blue.error_rate + rules.max_error_rate_increase:
         return (
-            f"green answered {green.errors} of {green.requests} requests with 5xx "
-            f"({green.error_rate:.1%}, blue {blue.error_rate:.1%}; allowed "
+            f"{new} answered {green.errors} of {green.requests} requests with 5xx "
+            f"({green.error_rate:.1%}, {old} {blue.error_rate:.1%}; allowed "
             f"+{rules.max_error_rate_increase:.1%})"
         )
     if green.generations >= rules.min_requests:
@@ -100,7 +108,7 @@ def verdict(blue: Sample, green: Sample, rules: UpgradeSettings) -> str | None:
         if green_p95 is not None and blue_p95 is not None:
             if green_p95 > blue_p95 * rules.max_p95_ratio and green_p95 - blue_p95 > rules.p95_min_gap_s:
                 return (
-                    f"green's p95 generation latency {green_p95:.2f} s is over {rules.max_p95_ratio:g}x "
-                    f"blue's {blue_p95:.2f} s"
+                    f"{new}'s p95 generation latency {green_p95:.2f} s is over {rules.max_p95_ratio:g}x "
+                    f"{old}'s {blue_p95:.2f} s"
                 )
     return None

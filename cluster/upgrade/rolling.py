@@ -97,9 +97,9 @@ def _judge(
         if request.exists():
             raise RolledBack("rolled back by the operator (`raychat rollback`)")
         old_sample, new_sample = logs.old_and_new(old, new)
-        reason = health.verdict(old_sample, new_sample, rules)
+        reason = health.verdict(old_sample, new_sample, rules, names=("the new version", "the old one"))
         if reason is not None:
-            raise RolledBack(reason.replace("green", "the new version").replace("blue", "the old one"))
+            raise RolledBack(reason)
         if deploying is not None and time.monotonic() > give_up:
             raise RolledBack(f"the rollout did not finish in {settings.ray.start_timeout_s:.0f}s")
         finished = deploying.done() if deploying is not None else time.monotonic() >= (until or 0)
@@ -115,16 +115,8 @@ def _judge(
                 {
                     # counts since the rollout began
                     "window": "rollout" if deploying is not None else "rollout and hold",
-                    "old": {
-                        "requests": old_sample.requests,
-                        "errors": old_sample.errors,
-                        "p95_s": old_sample.p95(),
-                    },
-                    "new": {
-                        "requests": new_sample.requests,
-                        "errors": new_sample.errors,
-                        "p95_s": new_sample.p95(),
-                    },
+                    "old": old_sample.summary(),
+                    "new": new_sample.summary(),
                 }
             )
             return

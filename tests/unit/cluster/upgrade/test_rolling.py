@@ -90,3 +90,6 @@ def test_the_judge_reads_from_its_mark_and_blames_unanswered_refusals_on_the_new
     assert new.p95() is not None and 1.16 <= new.p95() <= 2.0
     reason = verdict(old, new, settings.upgrade)
     assert reason is not None and "1 of 3" in reason
+    named = verdict(old, new, settings.upgrade, names=("the new version", "the old one"))
+    assert named is not None and named.startswith("the new version answered 1 of 3")
+    assert "the old one 0.0%" in named
