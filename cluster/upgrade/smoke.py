@@ -17,6 +17,7 @@ import httpx
 from cluster import credentials, planes
 from cluster.ingress.routing import Colour
 from cluster.settings import RaychatSettings
+from cluster.waiting import WaitTimeout, wait_until
 
 # A line per request at INFO would bury the upgrade's own progress.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -66,6 +67,23 @@ class _Client:
 
     def post(self, step: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.check(step, self.http.post(path, json=body)).json()
+
+    def ready(self, timeout_s: float, interval_s: float = 2.0) -> None:
+        """Probes /readyz as a load balancer does, until it answers ready. Serve calls an app ready when
+        its replicas start; the gateway's first health call to a fresh engine can still miss its few
+        seconds on a loaded machine (a re-index beside it), which means "not yet", not "broken"."""
+        last: list[httpx.Response] = []
+
+        def answered() -> bool:
+            last[:] = [self.http.get("/readyz")]
+            return last[0].status_code == 200
+
+        try:
+            wait_until(answered, timeout_s=timeout_s, interval_s=interval_s, what="the new version is ready")
+        except WaitTimeout:
+            self.check("readiness", last[0])  # raises SmokeFailed with the last answer
+            raise
+        self.check("readiness", last[0])
 
 
 def _content(body: dict[str, Any], step: str) -> str:
@@ -152,7 +170,7 @@ def run(settings: RaychatSettings, colour: Colour, say: Callable[[str], None]) -
             raise SmokeFailed("knowledge-base chat: empty answer")
 
     try:
-        step("readiness", lambda: client.check("readiness", client.http.get("/readyz")))
+        step("readiness", lambda: client.ready(settings.upgrade.smoke_timeout_s))
         step("chat", plain_chat)
         step("streamed chat", lambda: _stream(client, model))
         step("completion", completion)
