@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: install up down status upgrade rollback test test-unit lint fuzz loadtest bench-engine bench-knowledge bench-cache bench-ingress bench-batch bench-multinode bench-auth bench-planes bench-prefix bench-gpu bench-quant
+.PHONY: install up down status upgrade rollback test test-unit lint fuzz loadtest bench-engine bench-knowledge bench-retrieval bench-cache bench-ingress bench-batch bench-multinode bench-auth bench-planes bench-prefix bench-gpu bench-quant
 
 install: $(STAMP)
 
@@ -85,6 +85,11 @@ bench-engine: install
 
 bench-knowledge: install
 	$(BIN)/raychat bench knowledge
+
+# Retrieval quality on two pinned Debian documentation packages (English and Chinese): hit@1/hit@5/MRR
+# per search mode. Downloads the packages with apt-get once (data/bench/corpora); no stack needed.
+bench-retrieval: install
+	$(BIN)/raychat bench retrieval
 
 bench-cache: install
 	$(BIN)/raychat bench cache

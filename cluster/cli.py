@@ -16,6 +16,7 @@ from cluster.settings import SettingsError, load_settings
 BENCH_SUITES = [
     "engine",
     "knowledge",
+    "retrieval",
     "cache",
     "ingress",
     "batch",

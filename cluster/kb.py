@@ -3,7 +3,7 @@
 Everything goes through the running app's Embedding and Retriever deployments, so the CLI, the folder
 sync actor and the HTTP API write the same tables the same way. Folders are followed only inside
 `knowledge.source_roots` (`knowledge.sources`), whoever asks. File parsing runs in Ray tasks
-(`KnowledgeAPI.upload`), spread over the cluster's nodes; embeddings are batched by the deployment.
+(`deployments.ingestion`), spread over the cluster's nodes, overlapping with batched embedding and writes.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from cluster.settings import RaychatSettings
 from cluster.waiting import wait_until
 from knowledge.config import KnowledgeSettings
 from knowledge.errors import SourceFolderNotAllowed
-from knowledge.loaders import supported
+from knowledge.loaders import LoadError, supported
 from knowledge.sources import confine
 from knowledge.watcher import FolderWatcher, SyncReport, WatchTarget, sync_folder, watchers_to_change
 
@@ -85,47 +86,59 @@ def collect_files(paths: list[str]) -> list[Path]:
 
 
 def ingest_paths(
-    settings: RaychatSettings, kb: str, paths: list[str], *, batch: int = 8, create: bool = True
+    settings: RaychatSettings, kb: str, paths: list[str], *, create: bool = True
 ) -> dict[str, int]:
-    """`raychat kb ingest NAME PATH...`: parallel parse, batched embedding, progress, a summary."""
+    """`raychat kb ingest NAME PATH...`: every file through one `IngestPipeline` run (parsing in Ray
+    tasks, batched embedding and batched writes overlapping), a progress line, a summary."""
     api = _api(routing.live_app(settings), settings.knowledge)
     files = collect_files(paths)
-    summary = {"ingested": 0, "unchanged": 0, "failed": 0, "chunks": 0}
+    shown = [0.0]
 
-    async def run() -> None:
+    def progress(p: Any) -> None:
+        now = time.monotonic()
+        if now - shown[0] < 0.5 and p.done < p.files:
+            return
+        shown[0] = now
+        line = p.as_dict()
+        print(
+            f"\r  [{p.done}/{p.files}] files, {p.chunks} chunks ({line['chunks_per_s']:.0f} chunks/s), "
+            f"{p.failed} failed",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    async def run() -> list[dict[str, Any]]:
         names = {k["name"] for k in await api.store("list_kbs")}
         if kb not in names:
             if not create:
                 raise SystemExit(f"knowledge base {kb!r} does not exist")
             await api.store("create_kb", kb, "", None)
-        started = time.monotonic()
-        for offset in range(0, len(files), batch):
-            group = files[offset : offset + batch]
-            items = [(_display_name(p, paths), p.read_bytes()) for p in group]
-            try:
-                results = await api.upload(kb, items, keep_paths=True)
-            except Exception as exc:  # unsupported type or too large: report and go on with the rest
-                results = [
-                    {"document": n, "status": "failed", "error": getattr(exc, "message", str(exc))}
-                    for n, _ in items
-                ]
-            for result in results:
-                summary[result["status"]] += 1
-                summary["chunks"] += int(result.get("chunks", 0))
-                if result["status"] == "failed":
-                    print(f"  failed {result['document']}: {result.get('error')}", file=sys.stderr)
-            done = offset + len(group)
-            rate = summary["chunks"] / max(time.monotonic() - started, 1e-6)
-            print(
-                f"\r  [{done}/{len(files)}] files, {summary['chunks']} chunks ({rate:.0f} chunks/s)",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
-        print(file=sys.stderr)
+        pipeline = await api.pipeline(kb, progress)
+        limit = settings.knowledge.max_file_bytes
+        return await pipeline.run([(_display_name(p, paths), _reader(p, limit)) for p in files])
 
-    asyncio.run(run())
+    results = asyncio.run(run())
+    print(file=sys.stderr)
+    summary = {"ingested": 0, "unchanged": 0, "failed": 0, "chunks": 0}
+    for result in results:
+        summary[result["status"]] += 1
+        summary["chunks"] += int(result.get("chunks", 0))
+        if result["status"] == "failed":
+            print(f"  failed {result['document']}: {result.get('error')}", file=sys.stderr)
     return summary
+
+
+def _reader(path: Path, limit: int) -> Callable[[], bytes]:
+    """The file's bytes when the pipeline gets to it; a file over the upload limit fails unread."""
+
+    def read() -> bytes:
+        size = path.stat().st_size
+        if size > limit:
+            raise LoadError(f"{path.name}: {size} bytes exceeds the limit of {limit}")
+        return path.read_bytes()
+
+    return read
 
 
 def _display_name(path: Path, roots: list[str]) -> str:

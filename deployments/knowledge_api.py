@@ -1,19 +1,20 @@
 """The client of the knowledge deployments, as the gateway, the CLI and the folder-sync actor use it:
-Embedding and Retriever handles, Ray tasks for parsing, and OpenAI-format errors for store failures."""
+Embedding and Retriever handles, ingestion through `ingestion.IngestPipeline`, and OpenAI-format errors
+for store failures."""
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
 
-import ray
 from ray.serve.handle import DeploymentHandle
 
 from deployments.gateway.protocol import APIError, SearchRequest, check_kb_name
+from deployments.ingestion import IngestPipeline, Progress
 from knowledge import prompt
 from knowledge.config import KnowledgeSettings
-from knowledge.ingest import PreparedDocument, content_hash, document_id, prepare, upload_name
+from knowledge.ingest import PreparedDocument, document_id, upload_name
 from knowledge.loaders import LOADERS, LoadError
 
 # Store errors by class name (as the Retriever sends them back): status, code, param.
@@ -22,11 +23,6 @@ _ERRORS: dict[str, tuple[int, str, str | None]] = {
     "InvalidName": (400, "invalid_value", None),
     "SourceFolderNotAllowed": (400, "source_folder_not_allowed", "source_folder"),
 }
-
-
-@ray.remote(num_cpus=0.25)
-def _prepare_task(name: str, data: bytes, settings: dict[str, Any]) -> PreparedDocument:
-    return prepare(name, data, KnowledgeSettings.model_validate(settings))
 
 
 class KnowledgeAPI:
@@ -121,9 +117,15 @@ class KnowledgeAPI:
         return named
 
     async def upload(
-        self, kb: str, files: list[tuple[str, bytes]], *, keep_paths: bool = False
+        self,
+        kb: str,
+        files: list[tuple[str, bytes]],
+        *,
+        keep_paths: bool = False,
+        on_progress: Callable[[Progress], None] | None = None,
     ) -> list[dict[str, Any]]:
-        """Parse files in parallel Ray tasks, embed, write; each file succeeds or fails on its own.
+        """Parse, embed and write through the overlapping stages of `IngestPipeline`; each file succeeds
+        or fails on its own.
 
         A client's file names lose their folders, control characters and leading dots (`upload_name`);
         folder sync and `raychat kb ingest` pass `keep_paths` for the folder-relative names they built.
@@ -131,33 +133,16 @@ class KnowledgeAPI:
         check_kb_name(kb)
         await self.store("get_kb", kb)
         files = self.check_files(files, keep_paths=keep_paths)
+        sources = [(name, (lambda data=data: data)) for name, data in files]
+        return await (await self.pipeline(kb, on_progress)).run(sources)
+
+    async def pipeline(
+        self, kb: str, on_progress: Callable[[Progress], None] | None = None
+    ) -> IngestPipeline:
+        """An ingestion run into `kb`, which knows what the knowledge base already holds."""
         known = await self.store("content_hashes", kb)
-        results: dict[int, dict[str, Any]] = {}
-        pending: list[tuple[int, Any]] = []
-        for i, (name, data) in enumerate(files):
-            try:
-                doc = document_id(name)
-            except LoadError as exc:
-                results[i] = {"document": name, "status": "failed", "error": str(exc)}
-                continue
-            if known.get(doc) == content_hash(data):
-                results[i] = {"document": doc, "status": "unchanged", "chunks": 0}
-                continue
-            pending.append((i, _prepare_task.remote(name, data, self.settings.model_dump(mode="json"))))
-        prepared: list[tuple[int, PreparedDocument]] = []
-        for i, ref in pending:
-            try:
-                prepared.append((i, await ref))
-            except Exception as exc:  # the task's LoadError arrives wrapped in a RayTaskError
-                cause = getattr(exc, "cause", None) or exc
-                results[i] = {"document": files[i][0], "status": "failed", "error": str(cause).strip()}
-        if prepared:
-            vectors = await asyncio.gather(*(self.embed(doc.texts) for _, doc in prepared))
-            written = self._unwrap(
-                await self.retriever.write_documents.remote(
-                    kb, [(doc, vecs) for (_, doc), vecs in zip(prepared, vectors, strict=True)]
-                )
-            )
-            for (i, _), outcome in zip(prepared, written, strict=True):
-                results[i] = outcome
-        return [results[i] for i in range(len(files))]
+
+        async def write(docs: list[tuple[PreparedDocument, list[list[float]]]]) -> list[dict[str, Any]]:
+            return self._unwrap(await self.retriever.write_documents.remote(kb, docs))
+
+        return IngestPipeline(self.settings, self.embed, write, known, on_progress)

@@ -15,7 +15,7 @@ from ray.serve.handle import DeploymentHandle
 
 from knowledge.compaction import Compactor
 from knowledge.config import KnowledgeSettings
-from knowledge.ingest import IngestResult, PreparedDocument, write
+from knowledge.ingest import IngestResult, PreparedDocument, write_many
 from knowledge.store import KnowledgeStore, StoreError
 
 # The store methods `call` runs: what the gateway, the CLI and folder sync use, nothing more.
@@ -33,6 +33,8 @@ class Retriever:
             dim=int(info["dim"]),
             fts_tokenizer=cfg.fts_tokenizer,
             rrf_k=cfg.rrf_k,
+            hybrid_weights=cfg.hybrid_weights,
+            hybrid_depth=cfg.hybrid_depth,
             vector_index_min_rows=cfg.vector_index_min_rows,
             search=cfg.vector_search(),
             source_roots=cfg.source_roots,  # absolute: the settings resolve them against the data dir
@@ -88,13 +90,12 @@ class Retriever:
     ) -> dict[str, Any]:
         def _write_all() -> list[dict[str, Any]]:
             self.store.get_kb(kb)
-            out = []
-            for doc, vectors in docs:
-                out.append(
-                    IngestResult(doc.doc_id, "ingested", write(self.store, kb, doc, vectors)).as_dict()
-                )
+            counts = write_many(self.store, kb, docs)
             self.store.refresh_indexes(kb)
-            return out
+            return [
+                IngestResult(doc.doc_id, "ingested", n).as_dict()
+                for (doc, _), n in zip(docs, counts, strict=True)
+            ]
 
         async with self._writes:
             return await self._run(_write_all)

@@ -16,6 +16,24 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SearchMode = Literal["vector", "fulltext", "hybrid"]
 SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
+# What a query is written in, as far as search cares (`knowledge.language.script`).
+Script = Literal["latin", "cjk"]
+SCRIPTS: tuple[str, ...] = get_args(Script)
+
+
+class FusionWeights(BaseModel):
+    """How much each ranking counts in hybrid search's reciprocal rank fusion; 0 leaves one out."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    vector: float = Field(1.0, ge=0)
+    fulltext: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_counts(self) -> FusionWeights:
+        if self.vector == 0 and self.fulltext == 0:
+            raise ValueError("at least one of vector and fulltext must weigh more than 0")
+        return self
 
 
 @dataclass(frozen=True)
@@ -59,11 +77,30 @@ class KnowledgeSettings(BaseModel):
     embedding_max_batch_size: int = Field(64, ge=1, description="@serve.batch max_batch_size")
     embedding_batch_wait_s: float = Field(0.01, ge=0, description="@serve.batch batch_wait_timeout_s")
     embedding_replicas: int = Field(1, ge=1)
+    ingest_parse_tasks: int = Field(4, ge=1, description="files parsed and split at once (Ray tasks)")
+    ingest_queue_documents: int = Field(
+        64, ge=1, description="parsed documents waiting for the embedder at most (memory bound)"
+    )
+    ingest_embed_batch: int = Field(256, ge=1, description="texts per call to the Embedding deployment")
+    ingest_embed_in_flight: int = Field(
+        2, ge=1, description="embedding calls at once: one runs while the next waits, so it never idles"
+    )
+    ingest_write_chunks: int = Field(
+        2000, ge=1, description="chunks written per store commit (new documents of a batch go in together)"
+    )
     max_file_bytes: int = Field(50 * 1024 * 1024, ge=1024, description="uploads over this get 413")
     fts_tokenizer: Literal["ngram", "simple", "whitespace"] = Field(
         "ngram", description="ngram suits Chinese (no spaces); simple suits Latin-only corpora"
     )
     rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant")
+    hybrid_weights: dict[Script, FusionWeights] = Field(
+        default_factory=lambda: {"latin": FusionWeights(), "cjk": FusionWeights()},
+        description="hybrid search's fusion weights by the query's script (latin, cjk): an embedding "
+        "model that does not read a language should not pull hybrid below full-text alone",
+    )
+    hybrid_depth: int = Field(
+        20, ge=1, le=200, description="hits each ranking contributes to hybrid fusion (at least top_k)"
+    )
     vector_index_min_rows: int = Field(20000, ge=256, description="build an ANN index from this many rows")
     vector_index_type: Literal["IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_HNSW_FLAT", "IVF_PQ", "IVF_FLAT"] = (
         "IVF_HNSW_SQ"
@@ -91,6 +128,12 @@ class KnowledgeSettings(BaseModel):
         for key in ("{context}", "{question}"):
             if key not in self.prompt_template:
                 raise ValueError(f"prompt_template must contain {key}")
+        return self
+
+    @model_validator(mode="after")
+    def _every_script_weighed(self) -> KnowledgeSettings:
+        for name in SCRIPTS:
+            self.hybrid_weights.setdefault(name, FusionWeights())  # type: ignore[index]
         return self
 
     def embedding_identity(self) -> tuple[str, str, int | None]:

@@ -17,7 +17,7 @@ from typing import Any
 from knowledge.config import KnowledgeSettings
 from knowledge.loaders import LoadError, load_bytes
 from knowledge.splitter import split_text
-from knowledge.store import ChunkRecord, KnowledgeStore
+from knowledge.store import ChunkRecord, DocumentRecord, KnowledgeStore
 
 
 def content_hash(data: bytes) -> str:
@@ -99,11 +99,22 @@ def prepare(
     return prepared
 
 
-def write(store: KnowledgeStore, kb: str, doc: PreparedDocument, vectors: Sequence[Sequence[float]]) -> int:
-    records = [
+def record(doc: PreparedDocument, vectors: Sequence[Sequence[float]]) -> DocumentRecord:
+    chunks = [
         ChunkRecord(chunk=i, text=t, vector=v, metadata=m)
         for i, (t, v, m) in enumerate(zip(doc.texts, vectors, doc.metadata, strict=True))
     ]
-    return store.replace_document(
-        kb, doc.doc_id, doc.content_hash, records, source=doc.source, title=doc.title, fmt=doc.fmt
+    return DocumentRecord(
+        doc.doc_id, doc.content_hash, chunks, source=doc.source, title=doc.title, fmt=doc.fmt
     )
+
+
+def write(store: KnowledgeStore, kb: str, doc: PreparedDocument, vectors: Sequence[Sequence[float]]) -> int:
+    return store.replace_documents(kb, [record(doc, vectors)])[0]
+
+
+def write_many(
+    store: KnowledgeStore, kb: str, docs: Sequence[tuple[PreparedDocument, Sequence[Sequence[float]]]]
+) -> list[int]:
+    """A batch of documents in as few commits as the store can make it (one for all new ones)."""
+    return store.replace_documents(kb, [record(doc, vectors) for doc, vectors in docs])

@@ -1,15 +1,17 @@
-"""Searching one knowledge base's LanceDB table: vector, full-text and hybrid (reciprocal rank fusion),
-always filtered on the soft-delete flag and any metadata filter."""
+"""Searching one knowledge base's LanceDB table: vector, full-text and hybrid (both rankings at once,
+fused by weighted reciprocal rank), always filtered on the soft-delete flag and any metadata filter."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from knowledge.config import VectorSearchOptions
+from knowledge.config import SCRIPTS, FusionWeights, VectorSearchOptions
 from knowledge.errors import StoreError
+from knowledge.language import script
 
 FILTERABLE = ("doc_id", "source", "title", "format")
 
@@ -46,11 +48,21 @@ def where_clause(filters: dict[str, Any] | None) -> str:
 
 
 class TableSearch:
-    """The three search modes over an open table, with the store's index options and RRF constant."""
+    """The three search modes over an open table, with the store's index options and fusion settings."""
 
-    def __init__(self, options: VectorSearchOptions, rrf_k: int) -> None:
+    def __init__(
+        self,
+        options: VectorSearchOptions,
+        rrf_k: int,
+        weights: Mapping[str, FusionWeights] | None = None,
+        depth: int = 20,
+    ) -> None:
         self.options = options
         self.rrf_k = rrf_k
+        self.weights = {name: (weights or {}).get(name, FusionWeights()) for name in SCRIPTS}
+        self.depth = depth
+        # Hybrid's full-text leg runs here while the caller's thread runs the vector leg.
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fulltext")
 
     def _hits(self, rows: list[dict[str, Any]], score_key: str, transform: Any = None) -> list[Hit]:
         hits = []
@@ -103,36 +115,21 @@ class TableSearch:
         columns: list[str],
         top_k: int,
     ) -> list[Hit]:
-        """LanceDB's own hybrid query (vector and full-text in one plan) fused by reciprocal rank: one
-        query's overhead instead of two. Without a full-text index yet, fusion of what there is."""
+        """Vector and full-text rankings, run at the same time, fused by weighted reciprocal rank. The
+        weights follow the query's script (`hybrid_weights`): an embedding model that does not read
+        Chinese must not drag a Chinese query's ranking below what full-text finds alone."""
         if vector is None:
             raise StoreError("hybrid search needs a query vector")
-        if not query.strip():
+        weights = self.weights[script(query)]
+        if not query.strip() or weights.fulltext == 0:
             return self.vector(table, vector, where, columns, top_k)
-        options = self.options
-        builder = (
-            table.search(query_type="hybrid", vector_column_name="vector", fts_columns="text")
-            .vector(list(vector))
-            .text(query)
-            .metric("cosine")
-            .where(where, prefilter=True)
-            .select(columns)
-            .limit(top_k)
-        )
-        if options.ef is not None:
-            builder = builder.ef(options.ef)
-        if options.nprobes is not None:
-            builder = builder.nprobes(options.nprobes)
-        from lancedb.rerankers import RRFReranker  # here: keeps settings imports free of lancedb
-
-        try:
-            rows = builder.rerank(RRFReranker(K=self.rrf_k)).to_arrow().to_pylist()
-        except (ValueError, RuntimeError) as exc:
-            if "index" not in str(exc).lower():
-                raise
-            depth = max(top_k * 4, 20)
-            return self.fuse([self.vector(table, vector, where, columns, depth)], top_k)
-        return self._hits(rows, "_relevance_score")
+        depth = max(top_k, self.depth)
+        if weights.vector == 0:
+            return self.fulltext(table, query, where, columns, top_k)
+        # Both legs release the GIL inside LanceDB: together they take as long as the slower one.
+        text_leg = self._pool.submit(self.fulltext, table, query, where, columns, depth)
+        by_vector = self.vector(table, vector, where, columns, depth)
+        return self.fuse([by_vector, text_leg.result()], top_k, [weights.vector, weights.fulltext])
 
     def fulltext(self, table: Any, query: str, where: str, columns: list[str], limit: int) -> list[Hit]:
         if not query.strip():
@@ -152,14 +149,16 @@ class TableSearch:
             raise
         return self._hits(rows, "_score")
 
-    def fuse(self, rankings: list[list[Hit]], top_k: int) -> list[Hit]:
-        """Reciprocal rank fusion: score = sum over rankings of 1 / (k + rank)."""
+    def fuse(
+        self, rankings: list[list[Hit]], top_k: int, weights: Sequence[float] | None = None
+    ) -> list[Hit]:
+        """Weighted reciprocal rank fusion: score = sum over rankings of weight / (k + rank)."""
         fused: dict[tuple[str, int], Hit] = {}
         scores: dict[tuple[str, int], float] = {}
-        for ranking in rankings:
+        for ranking, weight in zip(rankings, weights or [1.0] * len(rankings), strict=True):
             for rank, hit in enumerate(ranking, start=1):
                 key = (hit.document, hit.chunk)
                 fused.setdefault(key, hit)
-                scores[key] = scores.get(key, 0.0) + 1.0 / (self.rrf_k + rank)
+                scores[key] = scores.get(key, 0.0) + weight / (self.rrf_k + rank)
         ordered = sorted(scores, key=lambda k: scores[k], reverse=True)[:top_k]
         return [Hit(**{**fused[k].__dict__, "score": scores[k]}) for k in ordered]

@@ -16,7 +16,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ os.environ.setdefault("LANCEDB_LOG", "error")
 import lancedb  # noqa: E402
 import pyarrow as pa
 
-from knowledge.config import SearchMode, VectorSearchOptions
+from knowledge.config import FusionWeights, SearchMode, VectorSearchOptions
 from knowledge.errors import KnowledgeBaseNotFound, StoreError
 from knowledge.names import check_name
 from knowledge.search import Hit, TableSearch, quote_literal, where_clause
@@ -43,6 +43,18 @@ class ChunkRecord:
     text: str
     vector: Sequence[float]
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DocumentRecord:
+    """One document's chunks, as a write puts them in place."""
+
+    doc_id: str
+    content_hash: str
+    chunks: list[ChunkRecord]
+    source: str = ""
+    title: str = ""
+    fmt: str = ""
 
 
 def schema(dim: int) -> pa.Schema:
@@ -74,6 +86,8 @@ class KnowledgeStore:
         *,
         fts_tokenizer: str = "ngram",
         rrf_k: int = 60,
+        hybrid_weights: Mapping[str, FusionWeights] | None = None,
+        hybrid_depth: int = 20,
         vector_index_min_rows: int = 20000,
         search: VectorSearchOptions | None = None,
         source_roots: Sequence[Path | str] = (),
@@ -86,7 +100,7 @@ class KnowledgeStore:
         self.fts_tokenizer = fts_tokenizer
         self.vector_index_min_rows = vector_index_min_rows
         self.vector_search = search or VectorSearchOptions()
-        self._search = TableSearch(self.vector_search, rrf_k)
+        self._search = TableSearch(self.vector_search, rrf_k, hybrid_weights, hybrid_depth)
         self._db = lancedb.connect(str(self.root))
         self._lock = threading.RLock()  # one writer per process; LanceDB resolves across processes
         # Open tables are kept: opening one per query costs more than a small query itself. Writes go
@@ -184,44 +198,69 @@ class KnowledgeStore:
         fmt: str = "",
     ) -> int:
         """Put a document's chunks in place of whatever it had, in one commit. Returns the chunk count."""
-        table = self._table(name)
-        now = time.time()
+        document = DocumentRecord(doc_id, content_hash, list(chunks), source=source, title=title, fmt=fmt)
+        return self.replace_documents(name, [document])[0]
+
+    def _rows(self, doc: DocumentRecord, now: float) -> list[dict[str, Any]]:
         rows = [
             {
-                "id": f"{doc_id}\x1f{c.chunk}",
-                "doc_id": doc_id,
+                "id": f"{doc.doc_id}\x1f{c.chunk}",
+                "doc_id": doc.doc_id,
                 "chunk": c.chunk,
                 "text": c.text,
                 "vector": [float(x) for x in c.vector],
-                "content_hash": content_hash,
+                "content_hash": doc.content_hash,
                 "deleted": False,
-                "source": source,
-                "title": title,
-                "format": fmt,
+                "source": doc.source,
+                "title": doc.title,
+                "format": doc.fmt,
                 "metadata": json.dumps(c.metadata, ensure_ascii=False, default=str),
                 "updated_at": now,
             }
-            for c in chunks
+            for c in doc.chunks
         ]
         for row in rows:
             if len(row["vector"]) != self.dim:
                 raise StoreError(f"vector of dimension {len(row['vector'])}; the store expects {self.dim}")
-        data = pa.Table.from_pylist(rows, schema=schema(self.dim))
+        return rows
+
+    def replace_documents(self, name: str, documents: Sequence[DocumentRecord]) -> list[int]:
+        """Put each document's chunks in place of whatever it had. Documents the table does not hold yet
+        go in together as one commit (a bulk ingestion's batch is one table version, not one per file);
+        a document that had rows is replaced in a commit of its own, so no query sees both versions of
+        it, or neither. Returns each document's chunk count."""
+        table = self._table(name)
+        now = time.time()
+        prepared = [(doc, self._rows(doc, now)) for doc in documents]  # every check before any write
         with self._lock:
-            if table.count_rows(f"doc_id = {quote_literal(doc_id)}") == 0:
-                # A new document: a plain append is one commit too, without merge_insert's join
-                # against the whole table (that join made bulk ingestion slow down as tables grew).
-                table.add(data)
-            else:
-                (
-                    table.merge_insert("id")
-                    .when_matched_update_all()
-                    .when_not_matched_insert_all()
-                    .when_not_matched_by_source_delete(f"doc_id = {quote_literal(doc_id)}")
-                    .execute(data)
-                )
-            self._bump(name)
-        return len(rows)
+            held = self._held(table, [doc.doc_id for doc in documents])
+            fresh = [row for doc, rows in prepared if doc.doc_id not in held for row in rows]
+            if fresh:
+                # A plain append, without merge_insert's join against the whole table (that join made
+                # bulk ingestion slow down as tables grew).
+                table.add(pa.Table.from_pylist(fresh, schema=schema(self.dim)))
+            for doc, rows in prepared:
+                if doc.doc_id in held:
+                    (
+                        table.merge_insert("id")
+                        .when_matched_update_all()
+                        .when_not_matched_insert_all()
+                        .when_not_matched_by_source_delete(f"doc_id = {quote_literal(doc.doc_id)}")
+                        .execute(pa.Table.from_pylist(rows, schema=schema(self.dim)))
+                    )
+            if prepared:
+                self._bump(name)
+        return [len(rows) for _, rows in prepared]
+
+    @staticmethod
+    def _held(table: Any, doc_ids: list[str]) -> set[str]:
+        """Which of these documents have rows (live or marked deleted) in the table."""
+        held: set[str] = set()
+        for start in range(0, len(doc_ids), 500):
+            listed = ", ".join(quote_literal(d) for d in doc_ids[start : start + 500])
+            rows = table.search().where(f"doc_id IN ({listed})").select(["doc_id"]).limit(None).to_arrow()
+            held.update(rows.column("doc_id").to_pylist())
+        return held
 
     def delete_document(self, name: str, doc_id: str) -> bool:
         """Mark a document deleted (one commit); queries skip it from now on. False if it had no rows."""

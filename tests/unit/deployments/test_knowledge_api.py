@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from deployments import knowledge_api
+from deployments import ingestion
 from deployments.gateway.protocol import APIError
 from deployments.knowledge_api import KnowledgeAPI
 from deployments.retriever import Retriever
@@ -110,7 +110,7 @@ def test_upload_stores_documents_under_safe_names(tmp_path: Path, monkeypatch: p
         async def remote(name: str, data: bytes, raw: dict[str, Any]) -> Any:
             return prepare(name, data, KnowledgeSettings.model_validate(raw))
 
-    monkeypatch.setattr(knowledge_api, "_prepare_task", PrepareTask)
+    monkeypatch.setattr(ingestion, "_prepare_task", PrepareTask)
 
     async def scenario() -> None:
         retriever = Retriever.func_or_class.__new__(Retriever.func_or_class)
