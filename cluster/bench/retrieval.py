@@ -2,8 +2,9 @@
 side: hit@1, hit@5 and MRR@10 for vector, full-text and hybrid search, in English and in Chinese.
 
 The corpora are Debian packages pinned by version and sha256 (`eval/corpora.json`): git's documentation
-(English) and the Debian Administrator's Handbook in Simplified Chinese. The questions (`eval/questions-*.jsonl`)
-were written by hand against one passage each, its text quoted verbatim as `answer` (`eval/README.md`).
+(English) and the Debian Administrator's Handbook in Simplified Chinese. The questions
+(`eval/questions-*.jsonl`) were written by hand against one passage each, its text quoted verbatim as
+`answer` (`eval/README.md`).
 A hit is correct when it comes from the question's document and holds the answer (or one half of it, when
 a chunk boundary cut it). Ingestion is the service's own code in-process (`knowledge.ingest.prepare`, the
 settings' embedder and `KnowledgeStore` with the settings' tokenizer and fusion weights), so a change to
