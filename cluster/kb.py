@@ -23,6 +23,7 @@ from cluster.settings import RaychatSettings
 from cluster.waiting import wait_until
 from knowledge.config import KnowledgeSettings
 from knowledge.errors import SourceFolderNotAllowed
+from knowledge.ingest import document_id
 from knowledge.loaders import LoadError, supported
 from knowledge.sources import confine
 from knowledge.watcher import FolderWatcher, SyncReport, WatchTarget, sync_folder, watchers_to_change
@@ -114,9 +115,10 @@ def ingest_paths(
             if not create:
                 raise SystemExit(f"knowledge base {kb!r} does not exist")
             await api.store("create_kb", kb, "", None)
-        pipeline = await api.pipeline(kb, progress)
         limit = settings.knowledge.max_file_bytes
-        return await pipeline.run([(_display_name(p, paths), _reader(p, limit)) for p in files])
+        sources = [(_display_name(p, paths), _reader(p, limit)) for p in files]
+        pipeline = await api.pipeline(kb, _doc_ids([name for name, _ in sources]), progress)
+        return await pipeline.run(sources)
 
     results = asyncio.run(run())
     print(file=sys.stderr)
@@ -127,6 +129,17 @@ def ingest_paths(
         if result["status"] == "failed":
             print(f"  failed {result['document']}: {result.get('error')}", file=sys.stderr)
     return summary
+
+
+def _doc_ids(names: list[str]) -> list[str]:
+    """The document ids these names become (a name with none fails in the pipeline, with its reason)."""
+    ids = []
+    for name in names:
+        try:
+            ids.append(document_id(name))
+        except LoadError:
+            continue
+    return ids
 
 
 def _reader(path: Path, limit: int) -> Callable[[], bytes]:

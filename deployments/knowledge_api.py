@@ -134,13 +134,14 @@ class KnowledgeAPI:
         await self.store("get_kb", kb)
         files = self.check_files(files, keep_paths=keep_paths)
         sources = [(name, (lambda data=data: data)) for name, data in files]
-        return await (await self.pipeline(kb, on_progress)).run(sources)
+        pipeline = await self.pipeline(kb, [document_id(name) for name, _ in files], on_progress)
+        return await pipeline.run(sources)
 
     async def pipeline(
-        self, kb: str, on_progress: Callable[[Progress], None] | None = None
+        self, kb: str, doc_ids: list[str], on_progress: Callable[[Progress], None] | None = None
     ) -> IngestPipeline:
-        """An ingestion run into `kb`, which knows what the knowledge base already holds."""
-        known = await self.store("content_hashes", kb)
+        """An ingestion run into `kb`, which knows what the knowledge base holds of `doc_ids`."""
+        known = await self.store("content_hashes", kb, doc_ids)
 
         async def write(docs: list[tuple[PreparedDocument, list[list[float]]]]) -> list[dict[str, Any]]:
             return self._unwrap(await self.retriever.write_documents.remote(kb, docs))

@@ -32,6 +32,7 @@ class Retriever:
             Path(store_dir),
             dim=int(info["dim"]),
             fts_tokenizer=cfg.fts_tokenizer,
+            fts_language=cfg.fts_language,
             rrf_k=cfg.rrf_k,
             hybrid_weights=cfg.hybrid_weights,
             hybrid_depth=cfg.hybrid_depth,

@@ -89,17 +89,32 @@ class KnowledgeSettings(BaseModel):
         2000, ge=1, description="chunks written per store commit (new documents of a batch go in together)"
     )
     max_file_bytes: int = Field(50 * 1024 * 1024, ge=1024, description="uploads over this get 413")
-    fts_tokenizer: Literal["ngram", "simple", "whitespace"] = Field(
-        "ngram", description="ngram suits Chinese (no spaces); simple suits Latin-only corpora"
+    fts_tokenizer: Literal["icu", "ngram", "simple", "whitespace"] = Field(
+        "icu",
+        description="icu: words in Latin scripts, dictionary segmentation in Chinese and Japanese. Against "
+        "ngram (1-3 character grams) on the evaluation (make bench-retrieval): full-text hit@5 0.71 vs 0.68 "
+        "in English, 0.96 vs 0.96 in Chinese, and a full-text query at 10k chunks 8 vs 83 ms",
+    )
+    fts_language: str | None = Field(
+        "English",
+        description="stemming and stop words of this language for the icu and simple tokenizers (Latin "
+        "words; Chinese is unaffected); None: words as written",
     )
     rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant")
     hybrid_weights: dict[Script, FusionWeights] = Field(
-        default_factory=lambda: {"latin": FusionWeights(), "cjk": FusionWeights()},
-        description="hybrid search's fusion weights by the query's script (latin, cjk): an embedding "
-        "model that does not read a language should not pull hybrid below full-text alone",
+        default_factory=lambda: {"latin": FusionWeights(), "cjk": FusionWeights(vector=0.0)},
+        description="hybrid search's fusion weights by the query's script (latin, cjk). The bundled "
+        "all-MiniLM-L6-v2 does not read Chinese: on Chinese questions its ranking found the passage in "
+        "the top 5 for 0.29 of them against 0.96 for full-text, and fused at equal weights it pulled "
+        "hybrid down to 0.74 (make bench-retrieval), so a CJK query's hybrid is full-text alone; give "
+        "cjk.vector a weight with a model that reads Chinese",
     )
     hybrid_depth: int = Field(
-        20, ge=1, le=200, description="hits each ranking contributes to hybrid fusion (at least top_k)"
+        10,
+        ge=1,
+        le=200,
+        description="hits each ranking contributes to hybrid fusion (at least top_k). With icu, 40 "
+        "instead of 10 moved English hit@5 from 0.74 to 0.75 and cost 11 ms a query at 100k chunks",
     )
     vector_index_min_rows: int = Field(20000, ge=256, description="build an ANN index from this many rows")
     vector_index_type: Literal["IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_HNSW_FLAT", "IVF_PQ", "IVF_FLAT"] = (

@@ -84,7 +84,8 @@ class KnowledgeStore:
         root: Path,
         dim: int,
         *,
-        fts_tokenizer: str = "ngram",
+        fts_tokenizer: str = "icu",
+        fts_language: str | None = "English",
         rrf_k: int = 60,
         hybrid_weights: Mapping[str, FusionWeights] | None = None,
         hybrid_depth: int = 20,
@@ -98,6 +99,7 @@ class KnowledgeStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.dim = dim
         self.fts_tokenizer = fts_tokenizer
+        self.fts_language = fts_language
         self.vector_index_min_rows = vector_index_min_rows
         self.vector_search = search or VectorSearchOptions()
         self._search = TableSearch(self.vector_search, rrf_k, hybrid_weights, hybrid_depth)
@@ -318,8 +320,25 @@ class KnowledgeStore:
             "metadata": [json.loads(r["metadata"] or "{}") for r in rows],
         }
 
-    def content_hashes(self, name: str) -> dict[str, str]:
-        return {d["document"]: d["content_hash"] for d in self.documents(name)}
+    def content_hashes(self, name: str, doc_ids: Sequence[str] | None = None) -> dict[str, str]:
+        """Live documents' content hashes: all of them, or only those of `doc_ids` (what an upload
+        compares against, without reading a large table's every row)."""
+        if doc_ids is None:
+            return {d["document"]: d["content_hash"] for d in self.documents(name)}
+        table = self._table(name)
+        hashes: dict[str, str] = {}
+        for start in range(0, len(doc_ids), 500):
+            listed = ", ".join(quote_literal(d) for d in doc_ids[start : start + 500])
+            rows = (
+                table.search()
+                .where(f"deleted = false AND doc_id IN ({listed})")
+                .select(["doc_id", "content_hash"])
+                .limit(None)
+                .to_arrow()
+                .to_pylist()
+            )
+            hashes.update({r["doc_id"]: r["content_hash"] for r in rows})
+        return hashes
 
     def compact(self, name: str) -> int:
         """Remove rows marked deleted and compact the files; returns how many rows went. They leave the
@@ -333,23 +352,47 @@ class KnowledgeStore:
             table.optimize()
         return gone
 
+    def fts_options(self) -> dict[str, Any]:
+        """The full-text index's tokenizer options, as LanceDB's `create_fts_index` takes them."""
+        options: dict[str, Any] = {
+            "base_tokenizer": self.fts_tokenizer,
+            "stem": False,
+            "remove_stop_words": False,
+        }
+        if self.fts_tokenizer == "ngram":
+            # CJK has no spaces: index 1- to 3-character grams; stemming would mangle them.
+            options |= {"ngram_min_length": 1, "ngram_max_length": 3}
+        elif self.fts_tokenizer in ("icu", "simple") and self.fts_language:
+            options |= {"stem": True, "remove_stop_words": True, "language": self.fts_language}
+        return options
+
+    def _fts_index(self, table: Any) -> Any:
+        return next(
+            (ix for ix in table.list_indices() if "text" in ix.columns and "FTS" in str(ix.index_type)), None
+        )
+
+    def _fts_is_current(self, index: Any) -> bool:
+        """The index was built with the tokenizer settings in force (one built under other settings, e.g.
+        before an upgrade changed the default, is rebuilt at the next write)."""
+        details = getattr(index, "index_details", None) or {}
+        wanted = self.fts_options()
+        built = {
+            "base_tokenizer": details.get("base_tokenizer"),
+            "stem": details.get("stem"),
+            "remove_stop_words": details.get("remove_stop_words"),
+        }
+        return all(built[k] in (None, wanted[k]) for k in built)
+
     def refresh_indexes(self, name: str, *, max_unindexed: int = 2000) -> None:
         """After writes: create the indexes once, then fold new rows in incrementally (`optimize`) when
         enough are unindexed. Unindexed rows are still searched (flat), so results are never stale."""
         table = self._table(name)
         with self._lock:
-            fts = next(
-                (
-                    ix.name
-                    for ix in table.list_indices()
-                    if "text" in ix.columns and "FTS" in str(ix.index_type)
-                ),
-                None,
-            )
-            if fts is None:
+            fts = self._fts_index(table)
+            if fts is None or not self._fts_is_current(fts):
                 self.build_indexes(name)
                 return
-            stats = table.index_stats(fts)
+            stats = table.index_stats(fts.name)
             if stats is not None and stats.num_unindexed_rows > max_unindexed:
                 table.optimize()
 
@@ -357,16 +400,7 @@ class KnowledgeStore:
         """Full-text index always; an ANN vector index once the table is big enough to need one."""
         table = self._table(name)
         with self._lock:
-            kwargs: dict[str, Any] = {"replace": True, "base_tokenizer": self.fts_tokenizer}
-            if self.fts_tokenizer == "ngram":
-                # CJK has no spaces: index 1- to 3-character grams; stemming would mangle them.
-                kwargs |= {
-                    "ngram_min_length": 1,
-                    "ngram_max_length": 3,
-                    "stem": False,
-                    "remove_stop_words": False,
-                }
-            table.create_fts_index("text", **kwargs)
+            table.create_fts_index("text", replace=True, **self.fts_options())
             # Every query filters on `deleted`, every replace on `doc_id`: index both.
             table.create_scalar_index("deleted", index_type="BITMAP", replace=True)
             table.create_scalar_index("doc_id", index_type="BTREE", replace=True)

@@ -123,6 +123,7 @@ def build_store(
         store_dir,
         dim=embedder.dim,
         fts_tokenizer=knowledge.fts_tokenizer,
+        fts_language=knowledge.fts_language,
         rrf_k=knowledge.rrf_k,
         hybrid_weights=knowledge.hybrid_weights,
         hybrid_depth=knowledge.hybrid_depth,

@@ -180,3 +180,75 @@ def test_export_gives_a_live_documents_chunks_in_order_for_a_reindex(store: Know
     store.delete_document("docs", "a.txt")
     with pytest.raises(StoreError, match="not found"):
         store.export_document("docs", "a.txt")
+
+
+def test_a_batch_of_new_documents_is_one_commit_and_a_replaced_one_swaps(store: KnowledgeStore) -> None:
+    from knowledge.store import DocumentRecord
+
+    put(store, "old.txt", ["pump one"], [vec(1, 0, 0, 0)], digest="v1")
+    table = store._table("docs")
+    before = table.version
+    batch = [
+        DocumentRecord(f"n{i}.txt", f"h{i}", [ChunkRecord(0, f"valve {i}", vec(0, 1, 0, 0))])
+        for i in range(5)
+    ]
+    replaced = DocumentRecord("old.txt", "v2", [ChunkRecord(0, "pump two", vec(1, 0, 0, 0))] * 1)
+    assert store.replace_documents("docs", [*batch, replaced]) == [1] * 6
+    assert table.version - before == 2  # one append for the five new ones, one swap for the old one
+    assert store.content_hashes("docs", ["old.txt", "n3.txt", "missing.txt"]) == {
+        "old.txt": "v2",
+        "n3.txt": "h3",
+    }
+    texts = {
+        h.text for h in store.search("docs", query="pump", vector=vec(1, 0, 0, 0), mode="vector", top_k=9)
+    }
+    assert "pump one" not in texts and "pump two" in texts
+
+
+def test_a_bad_vector_in_a_batch_writes_nothing(store: KnowledgeStore) -> None:
+    from knowledge.store import DocumentRecord
+
+    good = DocumentRecord("a.txt", "h", [ChunkRecord(0, "pump", vec(1, 0, 0, 0))])
+    bad = DocumentRecord("b.txt", "h", [ChunkRecord(0, "valve", [1.0, 0.0])])
+    with pytest.raises(StoreError, match="dimension"):
+        store.replace_documents("docs", [good, bad])
+    assert store.content_hashes("docs") == {}
+
+
+def test_an_index_built_with_another_tokenizer_is_rebuilt_at_the_next_write(tmp_path: Path) -> None:
+    old = KnowledgeStore(tmp_path / "kb", dim=DIM, fts_tokenizer="ngram")
+    old.create_kb("docs")
+    old.replace_document("docs", "a.txt", "h", [ChunkRecord(0, "pump maintenance", vec(1, 0, 0, 0))])
+    old.refresh_indexes("docs")
+    new = KnowledgeStore(tmp_path / "kb", dim=DIM)  # the default: icu, English stemming
+    table = new._table("docs")
+    assert new._fts_index(table).index_details["base_tokenizer"] == "ngram"
+    new.replace_document("docs", "b.txt", "h", [ChunkRecord(0, "valve inspections", vec(0, 1, 0, 0))])
+    new.refresh_indexes("docs")
+    assert new._fts_index(table).index_details["base_tokenizer"] == "icu"
+    hits = new.search("docs", query="inspection", vector=None, mode="fulltext", top_k=5)
+    assert [h.document for h in hits] == ["b.txt"]  # stemmed: inspections ~ inspection
+
+
+def test_chinese_full_text_and_hybrid_by_the_query_script(tmp_path: Path) -> None:
+    from knowledge.config import FusionWeights
+
+    weights = {"latin": FusionWeights(), "cjk": FusionWeights(vector=0.0)}
+    s = KnowledgeStore(tmp_path / "kb", dim=DIM, hybrid_weights=weights)
+    s.create_kb("docs")
+    texts = {
+        "apt.txt": ("APT 以字母顺序读取配置文件，最后一个文件可以覆盖前面的配置。", vec(0, 0, 0, 1)),
+        "pump.txt": ("泵的维护计划每周检查一次轴承。", vec(1, 0, 0, 0)),
+    }
+    for doc, (text, v) in texts.items():
+        s.replace_document("docs", doc, "h", [ChunkRecord(0, text, v)])
+    s.refresh_indexes("docs")
+    assert [h.document for h in s.search("docs", query="配置文件", vector=None, mode="fulltext")][
+        0
+    ] == "apt.txt"
+    # the vector points at pump.txt; a Chinese query's hybrid follows full-text alone (cjk.vector = 0)
+    hybrid = s.search("docs", query="配置文件的顺序", vector=vec(1, 0, 0, 0), mode="hybrid", top_k=1)
+    assert [h.document for h in hybrid] == ["apt.txt"]
+    # a Latin query still fuses both rankings
+    latin = s.search("docs", query="pump", vector=vec(1, 0, 0, 0), mode="hybrid", top_k=2)
+    assert latin[0].document == "pump.txt"
