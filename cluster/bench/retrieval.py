@@ -14,7 +14,6 @@ splitting, tokenizing or fusion shows here. Writes retrieval.md, retrieval.json 
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import hashlib
 import json
 import os
@@ -104,11 +103,18 @@ def fetch_corpus(language: str, cache: Path) -> tuple[Path, list[Path]]:
         shutil.rmtree(tree, ignore_errors=True)
         subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
     files = sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and any(fnmatch.fnmatch(p.relative_to(root).as_posix(), g) for g in spec["include"])
+        p for p in root.rglob("*") if p.is_file() and _included(p.relative_to(root), spec["include"])
     )
+    if len(files) != spec["files"]:
+        raise SystemExit(
+            f"bench-retrieval: {root} has {len(files)} corpus files, corpora.json says {spec['files']}"
+        )
     return root, files
+
+
+def _included(relative: Path, globs: list[str]) -> bool:
+    """A glob's '*' stays within one folder level, as in a shell ('*.txt' is the top level only)."""
+    return any(len(relative.parts) == len(Path(g).parts) and relative.match(g) for g in globs)
 
 
 # --- evaluation -------------------------------------------------------------------------------------

@@ -36,3 +36,13 @@ def test_question_sets_are_well_formed(language: str, least: int) -> None:
     assert all(q.question and q.document and len(q.answer) >= 10 for q in questions)
     spec = json.loads((retrieval.EVAL / "corpora.json").read_text())[language]
     assert len(spec["sha256"]) == 64 and spec["version"]
+
+
+def test_include_globs_stay_within_one_folder_level() -> None:
+    from pathlib import Path
+
+    globs = ["*.txt", "howto/*.txt"]
+    assert retrieval._included(Path("gitfaq.txt"), globs)
+    assert retrieval._included(Path("howto/a.txt"), globs)
+    assert not retrieval._included(Path("RelNotes/1.5.txt"), globs)
+    assert not retrieval._included(Path("howto/deep/a.txt"), globs)
