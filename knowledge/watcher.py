@@ -176,14 +176,19 @@ class FolderWatcher:
             return
         real.mkdir(parents=True, exist_ok=True)
         self._safe_pass()
-        for _changes in watch(
+        # A file written after the catch-up pass read the folder but before the watcher below is live
+        # sends no event: one more pass once it is live (its first quiet second) closes that window.
+        live = False
+        for changes in watch(
             real,
             debounce=self.debounce_ms,
             stop_event=self._stop,
             rust_timeout=1000,
-            yield_on_timeout=False,
+            yield_on_timeout=True,
         ):
-            self._safe_pass()
+            if changes or not live:
+                live = True
+                self._safe_pass()
 
     def _safe_pass(self) -> None:
         try:

@@ -75,6 +75,32 @@ def test_watcher_catches_up_then_follows_events(tmp_path: Path) -> None:
         watcher.stop()
 
 
+def test_a_file_written_before_the_watcher_is_live_is_not_missed(tmp_path: Path) -> None:
+    """The catch-up pass ends, then the file appears, then the watcher starts: no event is ever sent."""
+    store, _, ingest = make(tmp_path)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "first.txt").write_text("there from the start")
+    watcher = FolderWatcher(store, "f", folder, ingest, roots=[tmp_path], debounce_ms=100)  # type: ignore[arg-type]
+    run_pass = watcher.run_pass
+
+    def pass_then_write() -> object:
+        report = run_pass()
+        if watcher.passes == 1:
+            (folder / "late.txt").write_text("written in the window")
+        return report
+
+    watcher.run_pass = pass_then_write  # type: ignore[method-assign]
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 20
+        while "late.txt" not in store.content_hashes("f") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert set(store.content_hashes("f")) == {"first.txt", "late.txt"}
+    finally:
+        watcher.stop()
+
+
 def test_watchers_follow_the_knowledge_base_that_exists_now() -> None:
     kbs = [
         {"name": "a", "created_at": 1.0, "source_folder": "/srv/a"},
