@@ -28,18 +28,8 @@ class Retriever:
     async def __init__(self, embedding: DeploymentHandle, settings: dict[str, Any], store_dir: str) -> None:
         cfg = KnowledgeSettings.model_validate(settings)
         info = await embedding.info.remote()
-        self.store = KnowledgeStore(
-            Path(store_dir),
-            dim=int(info["dim"]),
-            fts_tokenizer=cfg.fts_tokenizer,
-            fts_language=cfg.fts_language,
-            rrf_k=cfg.rrf_k,
-            hybrid_weights=cfg.hybrid_weights,
-            hybrid_depth=cfg.hybrid_depth,
-            vector_index_min_rows=cfg.vector_index_min_rows,
-            search=cfg.vector_search(),
-            source_roots=cfg.source_roots,  # absolute: the settings resolve them against the data dir
-        )
+        # source_roots: absolute, the settings resolve them against the data dir
+        self.store = KnowledgeStore.from_settings(Path(store_dir), int(info["dim"]), cfg)
         self._writes = asyncio.Lock()
         self._compactor = Compactor(self.store, cfg.compact_interval_s, self._writes)
         # Serve awaits this constructor on the replica's event loop, which runs the task from now on; the

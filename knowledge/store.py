@@ -28,7 +28,7 @@ os.environ.setdefault("LANCEDB_LOG", "error")
 import lancedb  # noqa: E402
 import pyarrow as pa
 
-from knowledge.config import FusionWeights, SearchMode, VectorSearchOptions
+from knowledge.config import FusionWeights, KnowledgeSettings, SearchMode, VectorSearchOptions
 from knowledge.errors import KnowledgeBaseNotFound, StoreError
 from knowledge.names import check_name
 from knowledge.search import Hit, TableSearch, quote_literal, where_clause
@@ -108,6 +108,21 @@ class KnowledgeStore:
         # Open tables are kept: opening one per query costs more than a small query itself. Writes go
         # through the same handles, so readers here always see them.
         self._tables: dict[str, Any] = {}
+
+    @classmethod
+    def from_settings(cls, root: Path, dim: int, cfg: KnowledgeSettings, **overrides: Any) -> KnowledgeStore:
+        """A store with the knowledge settings' tokenizer, fusion, index and source-root options."""
+        options: dict[str, Any] = {
+            "fts_tokenizer": cfg.fts_tokenizer,
+            "fts_language": cfg.fts_language,
+            "rrf_k": cfg.rrf_k,
+            "hybrid_weights": cfg.hybrid_weights,
+            "hybrid_depth": cfg.hybrid_depth,
+            "vector_index_min_rows": cfg.vector_index_min_rows,
+            "search": cfg.vector_search(),
+            "source_roots": cfg.source_roots,
+        }
+        return cls(root, dim, **(options | overrides))
 
     # --- knowledge bases --------------------------------------------------------------------------
     def _meta_path(self) -> Path:

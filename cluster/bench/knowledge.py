@@ -61,17 +61,7 @@ def bench_store(
 ) -> dict[str, Any]:
     shutil.rmtree(root, ignore_errors=True)
     search = settings.vector_search()
-    store = KnowledgeStore(
-        root,
-        dim=dim,
-        fts_tokenizer=settings.fts_tokenizer,
-        fts_language=settings.fts_language,
-        rrf_k=settings.rrf_k,
-        hybrid_weights=settings.hybrid_weights,
-        hybrid_depth=settings.hybrid_depth,
-        vector_index_min_rows=50000,
-        search=search,
-    )
+    store = KnowledgeStore.from_settings(root, dim, settings, vector_index_min_rows=50000, search=search)
     store.create_kb("bench")
     rng, nprng = random.Random(seed), np.random.default_rng(seed)
     centres = nprng.standard_normal((max(rows // 50, 1), dim)).astype("float32")

@@ -125,16 +125,7 @@ def build_store(
     from knowledge.store import KnowledgeStore
 
     shutil.rmtree(store_dir, ignore_errors=True)
-    store = KnowledgeStore(
-        store_dir,
-        dim=embedder.dim,
-        fts_tokenizer=knowledge.fts_tokenizer,
-        fts_language=knowledge.fts_language,
-        rrf_k=knowledge.rrf_k,
-        hybrid_weights=knowledge.hybrid_weights,
-        hybrid_depth=knowledge.hybrid_depth,
-        search=knowledge.vector_search(),
-    )
+    store = KnowledgeStore.from_settings(store_dir, embedder.dim, knowledge)
     store.create_kb(name)
     started, chunks = time.perf_counter(), 0
     batch: list[Any] = []
