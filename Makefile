@@ -87,9 +87,10 @@ bench-knowledge: install
 	$(BIN)/raychat bench knowledge
 
 # Retrieval quality on two pinned Debian documentation packages (English and Chinese): hit@1/hit@5/MRR
-# per search mode. Downloads the packages with apt-get once (data/bench/corpora); no stack needed.
+# per search mode, with each embedding backend side by side (texts/s and quality). Downloads the
+# packages with apt-get once (data/bench/corpora); no stack needed.
 bench-retrieval: install
-	$(BIN)/raychat bench retrieval
+	$(BIN)/raychat bench retrieval --backends torch,onnx,onnx-int8
 
 bench-cache: install
 	$(BIN)/raychat bench cache

@@ -200,12 +200,17 @@ class RaychatSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _source_roots_absolute(self) -> RaychatSettings:
-        """Relative `knowledge.source_roots` are relative to the data dir: made absolute here, so the
-        Retriever, the folder-sync actor and the CLI all get the same roots wherever they run."""
+        """Relative `knowledge.source_roots` and `embedding_cache_dir` are relative to the data dir: made
+        absolute here, so the Retriever, the folder-sync actor and the CLI all get the same ones wherever
+        they run."""
         roots = [root.expanduser() for root in self.knowledge.source_roots]
         roots = [root if root.is_absolute() else self.data_dir / root for root in roots]
+        cache = self.knowledge.embedding_cache_dir.expanduser()
+        cache = cache if cache.is_absolute() else self.data_dir / cache
         # A copy: a KnowledgeSettings handed in by the caller is not changed under its feet.
-        self.knowledge = self.knowledge.model_copy(update={"source_roots": roots})
+        self.knowledge = self.knowledge.model_copy(
+            update={"source_roots": roots, "embedding_cache_dir": cache}
+        )
         return self
 
     @model_validator(mode="after")

@@ -19,12 +19,7 @@ from knowledge.embedder import Embedder
 class EmbeddingDeployment:
     def __init__(self, settings: dict[str, Any]) -> None:
         cfg = KnowledgeSettings.model_validate(settings)
-        self._embedder = Embedder(
-            cfg.embedding_model,
-            threads=cfg.embedding_threads,
-            batch_size=cfg.embedding_max_batch_size,
-            dimension=cfg.embedding_dimension,
-        )
+        self._embedder = Embedder.from_settings(cfg)
         self._batched.set_max_batch_size(cfg.embedding_max_batch_size)
         self._batched.set_batch_wait_timeout_s(cfg.embedding_batch_wait_s)
 

@@ -73,6 +73,15 @@ class KnowledgeSettings(BaseModel):
         description="cut every vector to its first N dimensions (sentence-transformers' truncate_dim): "
         "smaller tables and faster search; None: the model's own",
     )
+    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch",
+        description="what runs the embedding model: PyTorch, ONNX Runtime (exported once into "
+        "embedding_cache_dir: the same vectors), or ONNX Runtime with int8 weights (vectors differ "
+        "slightly: a change to or from it is a new embedding, re-indexed by an upgrade)",
+    )
+    embedding_cache_dir: Path = Field(
+        Path("cache/embedding"), description="exported embedding models; relative to the data dir"
+    )
     embedding_threads: int = Field(1, ge=1)
     embedding_max_batch_size: int = Field(64, ge=1, description="@serve.batch max_batch_size")
     embedding_batch_wait_s: float = Field(0.01, ge=0, description="@serve.batch batch_wait_timeout_s")
@@ -151,9 +160,15 @@ class KnowledgeSettings(BaseModel):
             self.hybrid_weights.setdefault(name, FusionWeights())  # type: ignore[index]
         return self
 
-    def embedding_identity(self) -> tuple[str, str, int | None]:
-        """What decides the vectors: a store holds vectors of exactly one."""
-        return (self.embedding_model, self.embedding_model_id, self.embedding_dimension)
+    def embedding_identity(self) -> tuple[str | int | None, ...]:
+        """What decides the vectors: a store holds vectors of exactly one. ONNX Runtime in float32 gives
+        PyTorch's vectors; int8 weights do not, so they are another embedding."""
+        identity: tuple[str | int | None, ...] = (
+            self.embedding_model,
+            self.embedding_model_id,
+            self.embedding_dimension,
+        )
+        return identity + (("onnx-int8",) if self.embedding_backend == "onnx-int8" else ())
 
     def default_store_name(self) -> str:
         """`knowledge` for the bundled embedding, else `knowledge-<digest of the embedding>`: a new

@@ -1,4 +1,5 @@
-"""Sentence embeddings with sentence-transformers; the bundled model is all-MiniLM-L6-v2.
+"""Sentence embeddings with sentence-transformers; the bundled model is all-MiniLM-L6-v2. The model runs on
+PyTorch, or exported to ONNX Runtime (`backend`: onnx, onnx-int8; `onnx_backend.py`).
 
 Used in-process by ingestion jobs and tests, and wrapped by the Embedding deployment (which batches
 requests across callers with @serve.batch). Vectors are L2-normalised, so cosine = dot product.
@@ -7,8 +8,13 @@ requests across callers with @serve.batch). Vectors are L2-normalised, so cosine
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import numpy as np
+
+from knowledge.config import KnowledgeSettings
+from knowledge.onnx_backend import BackendError, OnnxEncoder, check_mean_pooling, export
 
 BUNDLED = "bundled"
 
@@ -26,7 +32,15 @@ def resolve_model_path(model: str) -> str:
 
 class Embedder:
     def __init__(
-        self, model: str = BUNDLED, *, threads: int = 1, batch_size: int = 64, dimension: int | None = None
+        self,
+        model: str = BUNDLED,
+        *,
+        threads: int = 1,
+        batch_size: int = 64,
+        dimension: int | None = None,
+        backend: str = "torch",
+        cache_dir: Path | None = None,
+        say: Callable[[str], None] = print,
     ) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
@@ -46,10 +60,41 @@ class Embedder:
         # on every call: counting tokens with the same instance from another thread (the Embedding
         # deployment does both at once) corrupts a running encode. Counting gets its own instance.
         self._counter = copy.deepcopy(self.model.tokenizer)
+        self.backend = backend
+        self._onnx: OnnxEncoder | None = None
+        if backend != "torch":
+            self._onnx = self._onnx_encoder(backend, cache_dir, threads, say)
+
+    @classmethod
+    def from_settings(cls, cfg: KnowledgeSettings, *, threads: int | None = None) -> Embedder:
+        """The embedder the knowledge settings describe (the Embedding deployment's, and the benchmarks')."""
+        return cls(
+            cfg.embedding_model,
+            threads=threads or cfg.embedding_threads,
+            batch_size=cfg.embedding_max_batch_size,
+            dimension=cfg.embedding_dimension,
+            backend=cfg.embedding_backend,
+            cache_dir=cfg.embedding_cache_dir,
+        )
+
+    def _onnx_encoder(
+        self, backend: str, cache_dir: Path | None, threads: int, say: Callable[[str], None]
+    ) -> OnnxEncoder:
+        if backend not in ("onnx", "onnx-int8"):
+            raise BackendError(f"knowledge.embedding_backend={backend!r}: use torch, onnx or onnx-int8")
+        if cache_dir is None:
+            raise BackendError("knowledge.embedding_backend onnx needs knowledge.embedding_cache_dir")
+        check_mean_pooling(self.model)
+        path = export(self.model, self.model_path, cache_dir, int8=backend == "onnx-int8", say=say)
+        return OnnxEncoder(path, copy.deepcopy(self.model.tokenizer), self.model.max_seq_length, threads)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
+        if self._onnx is not None:
+            pooled = self._onnx.encode(texts, self.batch_size)[:, : self.dim]
+            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            return pooled.tolist()
         vectors = self.model.encode(
             list(texts),
             batch_size=self.batch_size,

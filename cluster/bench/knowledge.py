@@ -126,11 +126,7 @@ def bench_embeddings(
             return time.perf_counter() - start
 
     api_s = asyncio.run(via_api())
-    embedder = Embedder(
-        settings.knowledge.embedding_model,
-        threads=settings.knowledge.embedding_threads,
-        batch_size=settings.knowledge.embedding_max_batch_size,
-    )
+    embedder = Embedder.from_settings(settings.knowledge)
     embedder.embed(texts[:batch])
     start = time.perf_counter()
     for i in range(0, len(texts), batch):
@@ -166,12 +162,7 @@ def bench_ingestion(settings: RaychatSettings, folder: Path, docs: int) -> dict[
     knowledge = settings.knowledge
     texts = [t for p in sorted(folder.iterdir()) for t in prepare(p.name, p.read_bytes(), knowledge).texts]
     shutil.rmtree(folder, ignore_errors=True)
-    embedder = Embedder(
-        knowledge.embedding_model,
-        threads=knowledge.embedding_threads,
-        batch_size=knowledge.embedding_max_batch_size,
-        dimension=knowledge.embedding_dimension,
-    )
+    embedder = Embedder.from_settings(knowledge)
     embedder.embed(texts[:32])  # warm-up
     local_start = time.perf_counter()
     embedder.embed(texts)

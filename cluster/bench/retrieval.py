@@ -8,7 +8,9 @@ The corpora are Debian packages pinned by version and sha256 (`eval/corpora.json
 A hit is correct when it comes from the question's document and holds the answer (or one half of it, when
 a chunk boundary cut it). Ingestion is the service's own code in-process (`knowledge.ingest.prepare`, the
 settings' embedder and `KnowledgeStore` with the settings' tokenizer and fusion weights), so a change to
-splitting, tokenizing or fusion shows here. Writes retrieval.md, retrieval.json and retrieval.png.
+splitting, tokenizing or fusion shows here. `--backends torch,onnx,onnx-int8` runs the embedding backends
+side by side: the corpus' chunks embedded per second, and what each does to quality. Writes retrieval.md,
+retrieval.json and retrieval.png.
 """
 
 from __future__ import annotations
@@ -127,11 +129,13 @@ def build_store(
     shutil.rmtree(store_dir, ignore_errors=True)
     store = KnowledgeStore.from_settings(store_dir, embedder.dim, knowledge)
     store.create_kb(name)
-    started, chunks = time.perf_counter(), 0
+    started, chunks, embed_s = time.perf_counter(), 0, 0.0
     batch: list[Any] = []
     for i, path in enumerate(files, start=1):
         doc = prepare(path.relative_to(root).as_posix(), path.read_bytes(), knowledge)
+        embed_start = time.perf_counter()
         batch.append((doc, embedder.embed(doc.texts)))
+        embed_s += time.perf_counter() - embed_start
         chunks += len(doc.texts)
         if i % 25 == 0 or i == len(files):
             write_many(store, name, batch)
@@ -139,7 +143,12 @@ def build_store(
             rate = chunks / (time.perf_counter() - started)
             log(f"  {name}: {i}/{len(files)} files, {chunks} chunks ({rate:.0f} chunks/s)")
     store.build_indexes(name)
-    return store, {"files": len(files), "chunks": chunks, "seconds": round(time.perf_counter() - started, 1)}
+    return store, {
+        "files": len(files),
+        "chunks": chunks,
+        "seconds": round(time.perf_counter() - started, 1),
+        "embed_texts_per_s": round(chunks / max(embed_s, 1e-9), 1),
+    }
 
 
 def evaluate(store: Any, embedder: Any, name: str, questions: list[Question]) -> dict[str, dict[str, float]]:
@@ -155,22 +164,29 @@ def evaluate(store: Any, embedder: Any, name: str, questions: list[Question]) ->
 
 
 def render(out: Path, results: dict[str, Any]) -> str:
+    backends = results["backends"]
+    first = next(iter(backends))
     lines = [
-        "# Retrieval quality",
+        "# Retrieval quality and embedding backends",
         "",
-        f"{results['date']}, {results['cpus']} CPUs. Command: `make bench-retrieval`. Embedding: "
-        f"{results['embedding']}; full-text tokenizer: {results['fts_tokenizer']}; hybrid weights "
-        f"{results['weights']}.",
+        f"{results['date']}, {results['cpus']} CPUs, {results['threads']} embedding threads. Command: "
+        f"`make bench-retrieval`. Embedding: {results['embedding']}; full-text tokenizer: "
+        f"{results['fts_tokenizer']}; hybrid weights {results['weights']}. Texts/s: the corpus' chunks "
+        f"embedded in-process; ratio against {first}.",
         "",
-        "| corpus | questions | chunks | mode | hit@1 | hit@5 | MRR@10 |",
-        "|---|---:|---:|---|---:|---:|---:|",
+        "| backend | corpus | questions | chunks | texts/s | ratio | mode | hit@1 | hit@5 | MRR@10 |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
-    for language, r in results["languages"].items():
-        for mode, s in r["scores"].items():
-            lines.append(
-                f"| {r['corpus']} ({language}) | {r['questions']} | {r['chunks']} | {mode} | "
-                f"{s['hit@1']} | {s['hit@5']} | {s['mrr']} |"
-            )
+    for backend, languages in backends.items():
+        for language, r in languages.items():
+            base = backends[first][language]["embed_texts_per_s"]
+            ratio = f"{r['embed_texts_per_s'] / base:.2f}x" if base else "-"
+            for mode, sc in r["scores"].items():
+                lines.append(
+                    f"| {backend} | {r['corpus']} ({language}) | {r['questions']} | {r['chunks']} | "
+                    f"{r['embed_texts_per_s']} | {ratio} | {mode} | {sc['hit@1']} | {sc['hit@5']} | "
+                    f"{sc['mrr']} |"
+                )
     table = "\n".join(lines) + "\n"
     (out / "retrieval.md").write_text(table)
     import matplotlib
@@ -178,64 +194,79 @@ def render(out: Path, results: dict[str, Any]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    width = 0.38
-    for i, (language, r) in enumerate(results["languages"].items()):
+    groups = [(b, lang) for b, langs in backends.items() for lang in langs]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / max(len(groups), 1)
+    for i, (backend, language) in enumerate(groups):
+        r = backends[backend][language]
         ax.bar(
             [m + i * width for m in range(len(SEARCH_MODES))],
             [r["scores"][mode]["hit@5"] for mode in SEARCH_MODES],
             width,
-            label=f"{r['corpus']} ({language})",
+            label=f"{backend}, {r['corpus']} ({language})",
         )
-    ax.set_xticks([m + width / 2 for m in range(len(SEARCH_MODES))], list(SEARCH_MODES))
+    ax.set_xticks([m + 0.4 - width / 2 for m in range(len(SEARCH_MODES))], list(SEARCH_MODES))
     ax.set_ylim(0, 1)
     ax.set_ylabel("hit@5")
-    ax.set_title("Retrieval quality by search mode")
-    ax.legend()
+    ax.set_title("Retrieval quality by search mode and embedding backend")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "retrieval.png", dpi=110)
     plt.close(fig)
     return table
 
 
-def main(argv: list[str] | None = None, settings: RaychatSettings | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="raychat bench retrieval", description=__doc__)
-    parser.add_argument("--languages", default=",".join(LANGUAGES), help="en,zh")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    args = parser.parse_args(argv)
-    settings = settings or load_settings()
-    knowledge = settings.knowledge
+def run_backend(
+    settings: RaychatSettings, backend: str, languages: list[str], threads: int
+) -> dict[str, Any]:
+    """Every corpus ingested and asked with one embedding backend."""
     from knowledge.embedder import Embedder
 
-    embedder = Embedder(
-        knowledge.embedding_model,
-        threads=max(1, (os.cpu_count() or 1)),
-        batch_size=knowledge.embedding_max_batch_size,
-        dimension=knowledge.embedding_dimension,
-    )
+    knowledge = settings.knowledge.model_copy(update={"embedding_backend": backend})
+    embedder = Embedder.from_settings(knowledge, threads=threads)
     scratch = settings.data_dir / "bench" / "retrieval"
     specs = json.loads((EVAL / "corpora.json").read_text())
-    languages: dict[str, Any] = {}
-    for language in args.languages.split(","):
+    out: dict[str, Any] = {}
+    for language in languages:
         root, files = fetch_corpus(language, settings.data_dir / "bench" / "corpora")
         questions = load_questions(language)
-        log(f"{language}: {specs[language]['package']}, {len(files)} files, {len(questions)} questions")
+        package = specs[language]["package"]
+        log(f"{backend}, {language}: {package}, {len(files)} files, {len(questions)} questions")
         store, built = build_store(root, files, knowledge, embedder, scratch / language, f"eval_{language}")
-        languages[language] = {
+        out[language] = {
             "corpus": specs[language]["package"],
             "questions": len(questions),
             **built,
             "scores": evaluate(store, embedder, f"eval_{language}", questions),
         }
-        log(f"  {language}: {languages[language]['scores']}")
+        log(f"  {backend}, {language}: {built['embed_texts_per_s']} texts/s, {out[language]['scores']}")
     shutil.rmtree(scratch, ignore_errors=True)
+    return out
+
+
+def main(argv: list[str] | None = None, settings: RaychatSettings | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="raychat bench retrieval", description=__doc__)
+    parser.add_argument("--languages", default=",".join(LANGUAGES), help="en,zh")
+    parser.add_argument(
+        "--backends",
+        default=None,
+        help="embedding backends side by side, e.g. torch,onnx,onnx-int8 (default: the settings' one)",
+    )
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="embedding threads")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args(argv)
+    settings = settings or load_settings()
+    knowledge = settings.knowledge
+    backends = (args.backends or knowledge.embedding_backend).split(",")
+    languages = args.languages.split(",")
     results = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "cpus": os.cpu_count(),
+        "threads": args.threads,
         "embedding": f"{knowledge.embedding_model_id} ({knowledge.embedding_model})",
         "fts_tokenizer": knowledge.fts_tokenizer,
         "weights": {k: v.model_dump() for k, v in knowledge.hybrid_weights.items()},
-        "languages": languages,
+        "backends": {b: run_backend(settings, b, languages, args.threads) for b in backends},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "retrieval.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
