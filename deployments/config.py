@@ -157,6 +157,12 @@ class GatewaySettings(Section):
     )
     audit_max_bytes: int = Field(50 * 1024 * 1024, ge=1024, description="audit.jsonl rotates at this size")
     audit_backups: int = Field(10, ge=1)
+    ingestion_job_ttl_s: float = Field(
+        86400, gt=0, description="how long an upload job's record (wait=false) is kept after its last change"
+    )
+    ingestion_job_stale_s: float = Field(
+        60, gt=0, description="a running job not heard of for this long reads 'lost' (its replica went away)"
+    )
 
 
 class PlacementSettings(Section):

@@ -28,6 +28,7 @@ from deployments.gateway.auth.quotas import Quotas
 from deployments.gateway.auth.secrets import read_pepper
 from deployments.gateway.auth.security_log import SecurityLog
 from deployments.gateway.errors import install_error_handlers
+from deployments.gateway.ingestion_jobs import IngestionJobs
 from deployments.gateway.pipeline import Pipeline
 from deployments.gateway.redis_state import RedisState
 from deployments.gateway.routes import BODY_MODELS, admin, generation, health, knowledge, sessions
@@ -135,8 +136,19 @@ def build_services(
         "generation": Generation(llm, metrics, model_id, gw.replica_failure_retries),
     }
     pipeline = Pipeline(stages, Record(conversation, metrics, audit, model_id, replica, access.quotas))
+    jobs = IngestionJobs(redis, knowledge_api, gw.ingestion_job_ttl_s, gw.ingestion_job_stale_s)
     return Services(
-        config, llm, knowledge_api, store, metrics, pipeline, audit, access, keys, created=int(time.time())
+        config,
+        llm,
+        knowledge_api,
+        store,
+        metrics,
+        pipeline,
+        audit,
+        access,
+        keys,
+        jobs,
+        created=int(time.time()),
     )
 
 

@@ -17,6 +17,7 @@ from deployments.config import AppConfig
 from deployments.gateway.audit import AuditLog
 from deployments.gateway.auth.keys import KeyStore
 from deployments.gateway.auth.middleware import Access
+from deployments.gateway.ingestion_jobs import IngestionJobs
 from deployments.gateway.pipeline import Pipeline
 from deployments.gateway.protocol import APIError
 from deployments.gateway.sessions import SessionStore
@@ -35,6 +36,7 @@ class Services:
     audit: AuditLog
     access: Access
     keys: KeyStore
+    jobs: IngestionJobs
     created: int  # the model card's `created`
 
     @property

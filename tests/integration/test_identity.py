@@ -132,6 +132,8 @@ ROUTES: list[Route] = [
     ("POST", "/v1/knowledge_bases", _new_kb, expect(403, 403, 403, 201)),
     ("GET", "/v1/knowledge_bases/{kb}/documents", _none, expect(404, 200, 200, 200)),
     ("POST", "/v1/knowledge_bases/{kb}/documents", _upload, expect(404, 403, 200, 200)),
+    ("POST", "/v1/knowledge_bases/{kb}/documents?wait=false", _upload, expect(404, 403, 202, 202)),
+    ("GET", "/v1/knowledge_bases/{kb}/jobs/ingest-0123456789abcdef", _none, expect(404, 404, 404, 404)),
     ("DELETE", "/v1/knowledge_bases/{kb}/documents/missing.txt", _none, expect(404, 403, 404, 404)),
     ("POST", "/v1/knowledge_bases/{kb}/search", _search, expect(404, 200, 200, 200)),
     ("DELETE", "/v1/knowledge_bases/{kb}", _none, expect(404, 403, 403, 0)),  # 0: the admin keeps it

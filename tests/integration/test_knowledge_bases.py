@@ -146,6 +146,61 @@ def test_corrupt_pdf_fails_alone(stack: Stack) -> None:
     assert stack.http.get(kb_url(stack, name, "documents")).status_code == 404
 
 
+def test_an_upload_job_answers_at_once_and_is_followed_to_its_end(stack: Stack) -> None:
+    """`wait=false`: 202 with the job, then GET shows it running or done; a chat answers meanwhile; the
+    finished job lists every file's outcome, and the documents are searchable."""
+    name = f"job-{uuid.uuid4().hex[:6]}"
+    assert stack.http.post(kb_url(stack), json={"name": name}).status_code == 201
+    notes = [
+        ("files", (f"note{i}.txt", f"Turbine {i} is inspected in week {i}.".encode(), "text/plain"))
+        for i in range(12)
+    ]
+    files = [*notes, ("files", ("broken.pdf", b"%PDF-1.4 garbage", "application/pdf"))]
+    started = stack.http.post(
+        kb_url(stack, name, "documents"), params={"wait": "false"}, files=files, timeout=60
+    )
+    assert started.status_code == 202, started.text
+    job = started.json()
+    assert (
+        job["object"] == "knowledge_base.ingestion_job" and job["status"] == "running" and job["files"] == 13
+    )
+    assert started.headers["location"] == f"/v1/knowledge_bases/{name}/jobs/{job['id']}"
+    chat = stack.http.post(
+        f"{stack.url}/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4},
+        timeout=120,
+    )
+    assert chat.status_code == 200, chat.text
+    seen = []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        state = stack.http.get(f"{stack.url}{started.headers['location']}", timeout=30)
+        assert state.status_code == 200, state.text
+        seen.append(state.json())
+        if seen[-1]["status"] != "running":
+            break
+        time.sleep(1)
+    final = seen[-1]
+    assert final["status"] == "completed", final
+    assert (final["done"], final["ingested"], final["failed"]) == (13, 12, 1)
+    assert final["chunks"] == 12 and final["finished_at"] >= final["created_at"]
+    assert [r["status"] for r in final["results"]][-1] == "failed" and "broken.pdf" in final["results"][-1][
+        "error"
+    ]
+    assert all(s["done"] <= 13 for s in seen)
+    hits = stack.http.post(
+        kb_url(stack, name, "search"), json={"query": "Turbine 7", "mode": "fulltext"}
+    ).json()
+    assert "note7.txt" in {h["document"] for h in hits["data"]}
+    missing = stack.http.get(kb_url(stack, name, "jobs", "ingest-0123456789abcdef"))
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "job_not_found"
+    refused = stack.http.post(
+        kb_url(stack, name, "documents"), params={"wait": "false"}, files=[("files", ("x.exe", b"MZ"))]
+    )
+    assert refused.status_code == 415  # checked before any job starts
+    assert stack.http.delete(kb_url(stack, name)).status_code == 200
+
+
 def test_delete_document_hides_it(stack: Stack) -> None:
     name = f"del-{uuid.uuid4().hex[:6]}"
     stack.http.post(kb_url(stack), json={"name": name})

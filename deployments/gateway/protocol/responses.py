@@ -44,6 +44,27 @@ class UploadResults(ListOf):
     data: list[UploadResult]
 
 
+class IngestionJob(BaseModel):
+    """An upload sent with `wait=false`: answered at once with this, then followed with GET on its URL."""
+
+    id: str
+    object: Literal["knowledge_base.ingestion_job"] = "knowledge_base.ingestion_job"
+    knowledge_base: str
+    status: Literal["running", "completed", "failed", "lost"]
+    files: int = 0
+    done: int = 0
+    ingested: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    chunks: int = 0
+    chunks_per_s: float = 0.0
+    created_at: float
+    updated_at: float
+    finished_at: float | None = None
+    error: str | None = None
+    results: list[UploadResult] | None = None  # every file's outcome, once finished
+
+
 class KnowledgeBaseInfo(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str

@@ -19,6 +19,7 @@ from deployments.gateway.protocol import (
     Deleted,
     EmbeddingRequest,
     EmbeddingResponse,
+    IngestionJob,
     KnowledgeBaseCreate,
     KnowledgeBaseInfo,
     KnowledgeBaseList,
@@ -113,7 +114,7 @@ async def list_documents(name: str, request: Request) -> dict[str, Any]:
 
 @router.post(
     "/v1/knowledge_bases/{name}/documents",
-    responses={200: {"model": UploadResults}, 415: ERRORS[400], **ERRORS},
+    responses={200: {"model": UploadResults}, 202: {"model": IngestionJob}, 415: ERRORS[400], **ERRORS},
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -131,7 +132,10 @@ async def list_documents(name: str, request: Request) -> dict[str, Any]:
         }
     },
 )
-async def upload_documents(name: str, request: Request) -> dict[str, Any]:
+async def upload_documents(name: str, request: Request, wait: bool = True) -> Any:
+    """Ingests the files and answers with every file's outcome; with `wait=false`, answers 202 at once
+    with a job to follow (`GET /v1/knowledge_bases/{name}/jobs/{id}`): a large upload holds no request
+    open and no client waits on it."""
     svc = services.of(request)
     kb = svc.knowledge
     protocol.check_kb_name(name)
@@ -150,7 +154,20 @@ async def upload_documents(name: str, request: Request) -> dict[str, Any]:
             code="invalid_multipart",
         ) from exc
     files = [(f.filename or "unnamed", await f.read()) for f in form.getlist("files") if hasattr(f, "read")]
+    if not wait:
+        job = await svc.jobs.start(name, files, _caller(request))
+        location = f"/v1/knowledge_bases/{name}/jobs/{job.id}"
+        return JSONResponse(job.model_dump(mode="json"), status_code=202, headers={"Location": location})
     return {"object": "list", "data": await kb.upload(name, files)}
+
+
+@router.get("/v1/knowledge_bases/{name}/jobs/{job_id}", responses={200: {"model": IngestionJob}, **ERRORS})
+async def get_ingestion_job(name: str, job_id: str, request: Request) -> IngestionJob:
+    """An upload job's state, files done and failed, chunks; every file's outcome once it has finished.
+    Only its starter (or an admin) sees it."""
+    identity = _caller(request)
+    require_read(identity, protocol.check_kb_name(name))
+    return await services.of(request).jobs.get(name, job_id, identity)
 
 
 @router.delete(
