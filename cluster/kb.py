@@ -88,7 +88,7 @@ def collect_files(paths: list[str]) -> list[Path]:
 
 def ingest_paths(
     settings: RaychatSettings, kb: str, paths: list[str], *, create: bool = True
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """`raychat kb ingest NAME PATH...`: every file through one `IngestPipeline` run (parsing in Ray
     tasks, batched embedding and batched writes overlapping), a progress line, a summary."""
     api = _api(routing.live_app(settings), settings.knowledge)
@@ -118,17 +118,20 @@ def ingest_paths(
         limit = settings.knowledge.max_file_bytes
         sources = [(_display_name(p, paths), _reader(p, limit)) for p in files]
         pipeline = await api.pipeline(kb, _doc_ids([name for name, _ in sources]), progress)
-        return await pipeline.run(sources)
+        results = await pipeline.run(sources)
+        timing.update({k: v for k, v in pipeline.progress.as_dict().items() if k.endswith("_s")})
+        return results
 
+    timing: dict[str, Any] = {}
     results = asyncio.run(run())
     print(file=sys.stderr)
-    summary = {"ingested": 0, "unchanged": 0, "failed": 0, "chunks": 0}
+    summary: dict[str, Any] = {"ingested": 0, "unchanged": 0, "failed": 0, "chunks": 0}
     for result in results:
         summary[result["status"]] += 1
         summary["chunks"] += int(result.get("chunks", 0))
         if result["status"] == "failed":
             print(f"  failed {result['document']}: {result.get('error')}", file=sys.stderr)
-    return summary
+    return summary | timing
 
 
 def _doc_ids(names: list[str]) -> list[str]:

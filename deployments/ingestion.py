@@ -43,6 +43,11 @@ class Progress:
     failed: int = 0
     chunks: int = 0
     started: float = field(default_factory=time.monotonic)
+    # Where the time goes: the summed time of embedding calls (two may overlap) and of writes, and how
+    # long the embedder waited for its first texts (the parse workers' start).
+    embed_busy_s: float = 0.0
+    write_busy_s: float = 0.0
+    first_embed_s: float | None = None
 
     def count(self, result: dict[str, Any]) -> None:
         self.done += 1
@@ -53,6 +58,8 @@ class Progress:
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         elapsed = max(time.monotonic() - out.pop("started"), 1e-6)
+        for key in ("embed_busy_s", "write_busy_s", "first_embed_s"):
+            out[key] = None if out[key] is None else round(out[key], 1)
         return {**out, "seconds": round(elapsed, 1), "chunks_per_s": round(self.chunks / elapsed, 1)}
 
 
@@ -144,12 +151,16 @@ class IngestPipeline:
         running: set[asyncio.Task[None]] = set()
 
         async def one(group: list[tuple[int, PreparedDocument]]) -> None:
+            started = time.monotonic()
+            if self.progress.first_embed_s is None:
+                self.progress.first_embed_s = started - self.progress.started
             try:
                 vectors = await self._embed([t for _, doc in group for t in doc.texts])
             except Exception as exc:  # the embedder refused the batch: its files fail, the rest go on
                 for index, doc in group:
                     self._finish(index, {"document": doc.doc_id, "status": "failed", "error": str(exc)})
             else:
+                self.progress.embed_busy_s += time.monotonic() - started
                 at, done = 0, []
                 for index, doc in group:
                     done.append((index, doc, vectors[at : at + len(doc.texts)]))
@@ -191,6 +202,7 @@ class IngestPipeline:
         async def flush() -> None:
             nonlocal batch, chunks
             group, batch, chunks = batch, [], 0
+            started = time.monotonic()
             try:
                 written = await self._write([(doc, vectors) for _, doc, vectors in group])
             except Exception as exc:  # the store refused the batch: its files fail, nothing half-written
@@ -198,6 +210,7 @@ class IngestPipeline:
                     {"document": doc.doc_id, "status": "failed", "error": getattr(exc, "message", str(exc))}
                     for _, doc, _ in group
                 ]
+            self.progress.write_busy_s += time.monotonic() - started
             for (index, _, _), result in zip(group, written, strict=True):
                 self._finish(index, result)
 

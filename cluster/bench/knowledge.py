@@ -177,6 +177,9 @@ def bench_ingestion(settings: RaychatSettings, folder: Path, docs: int) -> dict[
         "in_process_texts_per_s": round(in_process, 1),
         "ratio": round(chunks_per_s / in_process, 2),
         "failed": summary["failed"],
+        "first_embed_s": summary.get("first_embed_s"),
+        "embed_busy_s": summary.get("embed_busy_s"),
+        "write_busy_s": summary.get("write_busy_s"),
         "kb": name,
     }
 

@@ -112,6 +112,10 @@ def test_a_file_that_cannot_be_read_fails_alone() -> None:
 
 def test_the_next_batch_is_embedded_while_the_previous_one_is_in_flight() -> None:
     recorder = Recorder(embed_s=0.05)
-    run([(f"d{i}.txt", text(8)) for i in range(6)], recorder)
+    _, progress, _ = run([(f"d{i}.txt", text(8)) for i in range(6)], recorder)
     # with two calls allowed in flight, a second starts before the first ends
     assert recorder.events[:2] == ["embed+", "embed+"]
+    timing = progress.as_dict()
+    assert (
+        timing["embed_busy_s"] >= 0.1 and timing["first_embed_s"] is not None and timing["write_busy_s"] >= 0
+    )
