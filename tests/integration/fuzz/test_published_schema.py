@@ -58,6 +58,7 @@ README_ROUTES = {
     ("delete", "/v1/knowledge_bases/{name}"),
     ("get", "/v1/knowledge_bases/{name}/documents"),
     ("post", "/v1/knowledge_bases/{name}/documents"),
+    ("get", "/v1/knowledge_bases/{name}/jobs/{job_id}"),
     ("delete", "/v1/knowledge_bases/{name}/documents/{document}"),
     *JSON_BODIES,
 }
