@@ -29,6 +29,7 @@ import numpy as np
 
 from cluster import credentials
 from cluster.bench.load import pct_of
+from cluster.bench.probe import LatencyProbe, p95
 from cluster.bench.stack import running_stack
 from cluster.settings import RaychatSettings, load_settings
 from knowledge.config import SEARCH_MODES, KnowledgeSettings
@@ -142,9 +143,12 @@ def bench_embeddings(
     }
 
 
-def bench_ingestion(settings: RaychatSettings, folder: Path, docs: int) -> dict[str, Any]:
+def bench_ingestion(
+    url: str, settings: RaychatSettings, folder: Path, docs: int, idle_s: float = 20
+) -> dict[str, Any]:
     """`raychat kb ingest` of a folder through the stack, then the same chunks embedded in-process by
-    the same model with the Embedding deployment's thread count: the pipeline's share of its ceiling."""
+    the same model with the Embedding deployment's thread count: the pipeline's share of its ceiling.
+    Chat and search p95 are probed idle, then during the ingestion."""
     from cluster import kb
     from knowledge.embedder import Embedder
     from knowledge.ingest import prepare
@@ -156,9 +160,14 @@ def bench_ingestion(settings: RaychatSettings, folder: Path, docs: int) -> dict[
         paragraphs = ["。".join(synthetic_text(rng, 25) for _ in range(6)) for _ in range(8)]
         (folder / f"doc{d}.txt").write_text("\n\n".join(paragraphs))
     name = f"bench_ingest_{int(time.time())}"
-    start = time.perf_counter()
-    summary = kb.ingest_paths(settings, name, [str(folder)])
-    elapsed = time.perf_counter() - start
+    with LatencyProbe(url, settings) as probe:
+        log(f"  chat and search, idle for {idle_s:g}s")
+        idle = probe.idle(idle_s)
+        probe.start()
+        start = time.perf_counter()
+        summary = kb.ingest_paths(settings, name, [str(folder)])
+        elapsed = time.perf_counter() - start
+        during = p95(probe.stop())
     knowledge = settings.knowledge
     texts = [t for p in sorted(folder.iterdir()) for t in prepare(p.name, p.read_bytes(), knowledge).texts]
     shutil.rmtree(folder, ignore_errors=True)
@@ -177,6 +186,8 @@ def bench_ingestion(settings: RaychatSettings, folder: Path, docs: int) -> dict[
         "in_process_texts_per_s": round(in_process, 1),
         "ratio": round(chunks_per_s / in_process, 2),
         "failed": summary["failed"],
+        "idle": idle,
+        "during": during,
         "first_embed_s": summary.get("first_embed_s"),
         "embed_busy_s": summary.get("embed_busy_s"),
         "write_busy_s": summary.get("write_busy_s"),
@@ -197,6 +208,16 @@ def render(out: Path, results: dict[str, Any]) -> str:
         "|---:|---:|---:|---:|---:|---:|",
         f"| {ing['files']} | {ing['chunks']} | {ing['seconds']} | {ing['chunks_per_s']} | "
         f"{ing['in_process_texts_per_s']} | {ing['ratio']}x |",
+        "",
+        "Chat and search through the service, idle and during that ingestion (p95 s, requests):",
+        "",
+        "| | chat p95 | chat requests | search p95 | search requests | failed |",
+        "|---|---:|---:|---:|---:|---:|",
+        *(
+            f"| {when} | {w['chat_p95_s']} | {w['chat_requests']} | {w['search_p95_s']} | "
+            f"{w['search_requests']} | {w['chat_failed'] + w['search_failed']} |"
+            for when, w in (("idle", ing["idle"]), ("during ingestion", ing["during"]))
+        ),
         "",
         "## Embeddings: `/v1/embeddings` through nginx vs sentence-transformers in-process",
         "",
@@ -255,7 +276,7 @@ def main(argv: list[str] | None = None, settings: RaychatSettings | None = None)
     scratch = settings.data_dir / "bench"
     with running_stack(settings) as url:
         log("ingestion through the stack")
-        ingestion = bench_ingestion(settings, scratch / "ingest", args.docs)
+        ingestion = bench_ingestion(url, settings, scratch / "ingest", args.docs)
         log(f"  {ingestion}")
         log("embeddings: API vs in-process")
         rng = random.Random(5)
