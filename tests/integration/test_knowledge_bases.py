@@ -13,6 +13,7 @@ import pytest
 
 from knowledge.store import KnowledgeStore
 from tests.conftest import TEST_ENV, Stack
+from tests.integration.identity_helpers import call, make_key
 
 MODEL = "smollm2-135m-instruct"
 STORE_DIR = Path(TEST_ENV["RAYCHAT_DATA_DIR"]) / "knowledge"  # the default knowledge.store_dir
@@ -192,6 +193,11 @@ def test_an_upload_job_answers_at_once_and_is_followed_to_its_end(stack: Stack) 
         kb_url(stack, name, "search"), json={"query": "Turbine 7", "mode": "fulltext"}
     ).json()
     assert "note7.txt" in {h["document"] for h in hits["data"]}
+    # another editor of the same knowledge base does not see the job: only its starter and admins do
+    editor = make_key(stack, "editor", [name])
+    other = call(f"{stack.url}{started.headers['location']}", "GET", editor.key)
+    assert other.status_code == 404 and other.json()["error"]["code"] == "job_not_found"
+    assert stack.http.delete(f"{stack.url}/v1/admin/keys/{editor.id}").status_code == 200
     missing = stack.http.get(kb_url(stack, name, "jobs", "ingest-0123456789abcdef"))
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "job_not_found"
     refused = stack.http.post(
