@@ -90,7 +90,7 @@ bench-knowledge: install
 # per search mode, with each embedding backend side by side (texts/s and quality). Downloads the
 # packages with apt-get once (data/bench/corpora); no stack needed.
 bench-retrieval: install
-	$(BIN)/raychat bench retrieval --backends torch,onnx,onnx-int8
+	$(BIN)/raychat bench retrieval --models bundled,multilingual --backends torch,onnx,onnx-int8
 
 bench-cache: install
 	$(BIN)/raychat bench cache

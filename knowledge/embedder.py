@@ -1,5 +1,6 @@
-"""Sentence embeddings with sentence-transformers; the bundled model is all-MiniLM-L6-v2. The model runs on
-PyTorch, or exported to ONNX Runtime (`backend`: onnx, onnx-int8; `onnx_backend.py`).
+"""Sentence embeddings. The bundled model is all-MiniLM-L6-v2 on sentence-transformers, run on PyTorch or
+exported to ONNX Runtime (`backend`: onnx, onnx-int8; `onnx_backend.py`); `multilingual` is USE
+multilingual v3 on numpy (`multilingual.py`), which reads Chinese.
 
 Used in-process by ingestion jobs and tests, and wrapped by the Embedding deployment (which batches
 requests across callers with @serve.batch). Vectors are L2-normalised, so cosine = dot product.
@@ -13,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from knowledge.config import KnowledgeSettings
+from knowledge.config import BUNDLED, MULTILINGUAL, KnowledgeSettings
+from knowledge.multilingual import MultilingualEncoder
 from knowledge.onnx_backend import BackendError, OnnxEncoder, check_mean_pooling, export
 
-BUNDLED = "bundled"
+__all__ = ["BUNDLED", "Embedder", "resolve_model_path"]
 
 
 def resolve_model_path(model: str) -> str:
@@ -26,7 +28,9 @@ def resolve_model_path(model: str) -> str:
         return str(get_model_path())
     path = Path(model).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"knowledge.embedding_model={model!r}: no such directory (or use 'bundled')")
+        raise FileNotFoundError(
+            f"knowledge.embedding_model={model!r}: no such directory (or use 'bundled' or 'multilingual')"
+        )
     return str(path)
 
 
@@ -42,6 +46,17 @@ class Embedder:
         cache_dir: Path | None = None,
         say: Callable[[str], None] = print,
     ) -> None:
+        self.batch_size = batch_size
+        self.backend = backend
+        self._onnx: OnnxEncoder | None = None
+        self._multilingual: MultilingualEncoder | None = None
+        if model == MULTILINGUAL:
+            if backend != "torch":  # the settings refuse it first; this guards direct callers
+                raise BackendError("knowledge.embedding_backend: the multilingual model runs on numpy")
+            self._multilingual = MultilingualEncoder(threads)
+            self.model_path = self.name = self._multilingual.name
+            self.dim = int(dimension or self._multilingual.dim)
+            return
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -54,14 +69,11 @@ class Embedder:
             self.model_path, device="cpu", local_files_only=True, truncate_dim=dimension
         )
         self.dim = int(dimension or self.model.get_embedding_dimension() or 0)
-        self.batch_size = batch_size
         self.name = Path(self.model_path).name
         # A Rust tokenizer keeps its padding and truncation settings on the instance, and encode() sets them
         # on every call: counting tokens with the same instance from another thread (the Embedding
         # deployment does both at once) corrupts a running encode. Counting gets its own instance.
         self._counter = copy.deepcopy(self.model.tokenizer)
-        self.backend = backend
-        self._onnx: OnnxEncoder | None = None
         if backend != "torch":
             self._onnx = self._onnx_encoder(backend, cache_dir, threads, say)
 
@@ -91,10 +103,10 @@ class Embedder:
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
+        if self._multilingual is not None:
+            return _cut(self._multilingual.encode(texts), self.dim)
         if self._onnx is not None:
-            pooled = self._onnx.encode(texts, self.batch_size)[:, : self.dim]
-            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-            return pooled.tolist()
+            return _cut(self._onnx.encode(texts, self.batch_size), self.dim)
         vectors = self.model.encode(
             list(texts),
             batch_size=self.batch_size,
@@ -105,8 +117,17 @@ class Embedder:
         return vectors.astype("float32").tolist()
 
     def count_tokens(self, texts: Sequence[str]) -> int:
+        if self._multilingual is not None:
+            return self._multilingual.count_tokens(texts)
         tokenizer = self._counter
         limit = self.model.max_seq_length
         return sum(
             min(len(ids), limit) for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]
         )
+
+
+def _cut(vectors: np.ndarray, dim: int) -> list[list[float]]:
+    """The first `dim` dimensions, normalised again (Matryoshka-style truncation)."""
+    cut = np.array(vectors[:, :dim], dtype=np.float32)
+    cut /= np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
+    return cut.tolist()

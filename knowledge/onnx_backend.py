@@ -135,10 +135,14 @@ class OnnxEncoder:
         self.max_seq_length = max_seq_length
 
     def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        # Longest first, as sentence-transformers does: a batch of similar lengths pads little, where a
+        # short chunk beside a long one would be padded (and computed) to the long one's length.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        ordered = [texts[i] for i in order]
         out = []
-        for start in range(0, len(texts), batch_size):
+        for start in range(0, len(ordered), batch_size):
             batch = self.tokenizer(
-                list(texts[start : start + batch_size]),
+                ordered[start : start + batch_size],
                 padding=True,
                 truncation=True,
                 max_length=self.max_seq_length,
@@ -149,4 +153,6 @@ class OnnxEncoder:
             hidden = self.session.run(None, feed)[0]
             mask = batch["attention_mask"][..., None].astype(np.float32)
             out.append((hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9))
-        return np.concatenate(out).astype(np.float32)
+        pooled = np.empty((len(texts), out[0].shape[1]), dtype=np.float32)
+        pooled[order] = np.concatenate(out)
+        return pooled

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.settings import RaychatSettings, load_settings
-from knowledge.config import SEARCH_MODES, KnowledgeSettings
+from knowledge.config import MULTILINGUAL, SEARCH_MODES, KnowledgeSettings
 
 EVAL = Path(__file__).parent / "eval"
 LANGUAGES = ("en", "zh")
@@ -216,13 +216,30 @@ def render(out: Path, results: dict[str, Any]) -> str:
     return table
 
 
+def variants(
+    knowledge: KnowledgeSettings, models: list[str], backends: list[str]
+) -> dict[str, KnowledgeSettings]:
+    """Each embedding model with each backend it runs on, labelled for the table. Built by validation, so
+    a model brings its own defaults (name, fusion weights) unless the settings set them."""
+    out: dict[str, KnowledgeSettings] = {}
+    for model in models:
+        for backend in backends:
+            if model == MULTILINGUAL and backend != "torch":
+                continue  # it runs on numpy only
+            update = {"embedding_model": model, "embedding_backend": backend}
+            fields = knowledge.model_dump(exclude_unset=True) | update
+            label = "multilingual (numpy)" if model == MULTILINGUAL else f"{model} ({backend})"
+            out[label] = KnowledgeSettings.model_validate(fields)
+    return out
+
+
 def run_backend(
-    settings: RaychatSettings, backend: str, languages: list[str], threads: int
+    settings: RaychatSettings, knowledge: KnowledgeSettings, languages: list[str], threads: int
 ) -> dict[str, Any]:
-    """Every corpus ingested and asked with one embedding backend."""
+    """Every corpus ingested and asked with one embedding model and backend."""
     from knowledge.embedder import Embedder
 
-    knowledge = settings.knowledge.model_copy(update={"embedding_backend": backend})
+    backend = f"{knowledge.embedding_model_id} ({knowledge.embedding_backend})"
     embedder = Embedder.from_settings(knowledge, threads=threads)
     scratch = settings.data_dir / "bench" / "retrieval"
     specs = json.loads((EVAL / "corpora.json").read_text())
@@ -252,21 +269,32 @@ def main(argv: list[str] | None = None, settings: RaychatSettings | None = None)
         default=None,
         help="embedding backends side by side, e.g. torch,onnx,onnx-int8 (default: the settings' one)",
     )
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="embedding models side by side, e.g. bundled,multilingual (default: the settings' one)",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="embedding threads")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     settings = settings or load_settings()
     knowledge = settings.knowledge
     backends = (args.backends or knowledge.embedding_backend).split(",")
+    models = (args.models or knowledge.embedding_model).split(",")
     languages = args.languages.split(",")
+    runs = variants(knowledge, models, backends)
     results = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "cpus": os.cpu_count(),
         "threads": args.threads,
-        "embedding": f"{knowledge.embedding_model_id} ({knowledge.embedding_model})",
+        "embedding": ", ".join(runs),
         "fts_tokenizer": knowledge.fts_tokenizer,
-        "weights": {k: v.model_dump() for k, v in knowledge.hybrid_weights.items()},
-        "backends": {b: run_backend(settings, b, languages, args.threads) for b in backends},
+        "weights": {
+            label: {k: v.model_dump() for k, v in cfg.hybrid_weights.items()} for label, cfg in runs.items()
+        },
+        "backends": {
+            label: run_backend(settings, cfg, languages, args.threads) for label, cfg in runs.items()
+        },
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "retrieval.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
