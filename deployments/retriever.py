@@ -1,6 +1,8 @@
 """The Retriever deployment: the LanceDB knowledge store, one writer replica, called through a handle.
 
-It also compacts every `knowledge.compact_interval_s` (deleted rows removed for good). Writes and compaction
+With `knowledge.reranker_model` set, a search takes `knowledge.rerank_depth` candidates and keeps the
+`top_k` a cross-encoder scores best (`knowledge/rerank.py`). It also compacts every
+`knowledge.compact_interval_s` (deleted rows removed for good). Writes and compaction
 take one lock, so they never overlap; reads and searches take none and keep answering during a compaction.
 """
 
@@ -16,6 +18,7 @@ from ray.serve.handle import DeploymentHandle
 from knowledge.compaction import Compactor
 from knowledge.config import KnowledgeSettings
 from knowledge.ingest import IngestResult, PreparedDocument, write_many
+from knowledge.rerank import Reranker
 from knowledge.store import KnowledgeStore, StoreError
 
 # The store methods `call` runs: what the gateway, the CLI and folder sync use, nothing more.
@@ -30,6 +33,7 @@ class Retriever:
         info = await embedding.info.remote()
         # source_roots: absolute, the settings resolve them against the data dir
         self.store = KnowledgeStore.from_settings(Path(store_dir), int(info["dim"]), cfg)
+        self._reranker = Reranker.from_settings(cfg)
         self._writes = asyncio.Lock()
         self._compactor = Compactor(self.store, cfg.compact_interval_s, self._writes)
         # Serve awaits this constructor on the replica's event loop, which runs the task from now on; the
@@ -62,18 +66,22 @@ class Retriever:
         score_threshold: float | None = None,
         filters: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        reranker = self._reranker
         result = await self._run(
             self.store.search,
             kb,
             query=query,
             vector=vector,
             mode=mode,
-            top_k=top_k,
+            top_k=reranker.candidates(top_k) if reranker else top_k,
             score_threshold=score_threshold,
             filters=filters,
         )
         if "ok" in result:
-            result["ok"] = [hit.as_dict() for hit in result["ok"]]
+            hits = result["ok"]
+            if reranker is not None:
+                hits = await asyncio.to_thread(reranker.rerank, query, hits, top_k)
+            result["ok"] = [hit.as_dict() for hit in hits]
         return result
 
     async def write_documents(

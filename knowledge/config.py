@@ -64,6 +64,11 @@ class KnowledgeSettings(BaseModel):
 
     chunk_size: int = Field(750, ge=50, description="characters per chunk, as Langchain-Chatchat")
     chunk_overlap: int = Field(150, ge=0)
+    chunk_context: Literal["none", "heading", "title_heading"] = Field(
+        "title_heading",
+        description="a line put before each chunk naming where it is: its section's heading path, with "
+        "or without the document's title before it (chunks never straddle two sections either way)",
+    )
     store_dir: Path | None = Field(
         None,
         description="LanceDB directory; default <data_dir>/knowledge, or <data_dir>/knowledge-<digest> "
@@ -156,6 +161,12 @@ class KnowledgeSettings(BaseModel):
     )
     vector_nprobes: int | None = Field(None, ge=1, description="IVF partitions searched; None: LanceDB's")
     vector_refine_factor: int | None = Field(None, ge=1, description="re-rank this many x top_k exactly")
+    reranker_model: str | None = Field(
+        None,
+        description="a local sentence-transformers CrossEncoder directory: search takes rerank_depth "
+        "candidates from its mode and keeps the top_k this model scores best; None: no rerank stage",
+    )
+    rerank_depth: int = Field(20, ge=1, le=200, description="candidates the reranker scores per search")
     default_top_k: int = Field(5, ge=1, le=100)
     score_threshold: float | None = Field(None, description="drop hits scoring below this")
     sync_debounce_ms: int = Field(500, ge=0)

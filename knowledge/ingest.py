@@ -19,6 +19,9 @@ from knowledge.loaders import LoadError, load_bytes
 from knowledge.splitter import split_text
 from knowledge.store import ChunkRecord, DocumentRecord, KnowledgeStore
 
+# Section metadata each of its chunks keeps (the source, title and format are the document's own).
+_KEPT_METADATA = ("page", "row", "sheet", "slide", "chapter", "heading", "encoding")
+
 
 def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -88,15 +91,26 @@ def prepare(
         fmt=PurePosixPath(name).suffix.lower().lstrip("."),
     )
     for section in sections:
-        extra = {
-            k: v for k, v in section.metadata.items() if k in ("page", "row", "sheet", "slide", "encoding")
-        }
+        extra = {k: v for k, v in section.metadata.items() if k in _KEPT_METADATA}
+        context = _context(section.metadata, settings)
         for chunk in split_text(section.text, settings):
-            prepared.texts.append(chunk.text)
+            prepared.texts.append(context + chunk.text)
             prepared.metadata.append(extra)
     if not prepared.texts:
         raise LoadError(f"{name}: no text found in the file")
     return prepared
+
+
+def _context(meta: dict[str, Any], settings: KnowledgeSettings) -> str:
+    """The line put before each chunk of a section (`knowledge.chunk_context`): where the passage is, so
+    that a question about a section finds passages that do not repeat its name."""
+    if settings.chunk_context == "none" or not meta.get("heading"):
+        return ""
+    where = meta["heading"]
+    title = meta.get("title")
+    if settings.chunk_context == "title_heading" and title and not where.startswith(title):
+        where = f"{title} > {where}"
+    return where + "\n"
 
 
 def record(doc: PreparedDocument, vectors: Sequence[Sequence[float]]) -> DocumentRecord:

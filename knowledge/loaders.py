@@ -1,8 +1,10 @@
 """File -> text sections with metadata, one loader per format.
 
 Each loader returns `Section`s: a piece of text and where it came from (source path, title, and the page,
-row or slide where that applies). Text files have their encoding detected (UTF-8 first, then
-charset-normalizer, which recognises GBK/GB18030 Chinese text). A file that cannot be read raises
+row or slide where that applies). Formats with headings give one section per heading, its path in
+`heading` ("Install > On Debian"; `headings.py`), so that no chunk straddles two sections. Text files
+have their encoding detected (UTF-8 first, then charset-normalizer, which recognises GBK/GB18030 Chinese
+text). A file that cannot be read raises
 `LoadError` with a message naming the file and the reason; it never yields partial garbage.
 """
 
@@ -15,6 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from knowledge.headings import marked, split_by_headings
+
+# Text formats whose titles are written in the text (Markdown, AsciiDoc, reStructuredText).
+TITLED_TEXT = frozenset({".md", ".markdown", ".txt", ".rst", ".adoc", ".asciidoc"})
+MARKDOWN = frozenset({".md", ".markdown"})
+_HTML_HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
 
 
 class LoadError(ValueError):
@@ -58,27 +67,45 @@ def _base_meta(path: Path, source: str | None) -> dict[str, Any]:
 def load_text(path: Path, data: bytes, source: str | None) -> list[Section]:
     text, encoding = decode_text(data)
     meta = _base_meta(path, source) | {"encoding": encoding}
-    if path.suffix.lower() in {".md", ".markdown"}:
+    suffix = path.suffix.lower()
+    if suffix in MARKDOWN:
         for line in text.splitlines():
             if line.startswith("# "):
                 meta["title"] = line[2:].strip()
                 break
-    return [Section(text, meta)]
+    if suffix not in TITLED_TEXT:
+        return [Section(text, meta)]
+    return by_heading(text, meta, plain_titles=True, asciidoc_blocks=suffix not in MARKDOWN)
+
+
+def by_heading(text: str, meta: dict[str, Any], **how: bool) -> list[Section]:
+    """One section per heading of `text`, each with its heading path (none before the first)."""
+    return [
+        Section(part.text, meta | ({"heading": " > ".join(part.headings)} if part.headings else {}))
+        for part in split_by_headings(text, **how)
+    ]
+
+
+def _html_text(markup: str | bytes) -> tuple[Any, str]:
+    """The soup and its visible text, one line per block, headings marked for `by_heading`."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(markup, "html.parser")
+    for tag in soup(["script", "style", "noscript", "template"]):
+        tag.decompose()
+    for tag in soup.find_all(_HTML_HEADINGS):
+        tag.replace_with(marked(int(tag.name[1]), tag.get_text(" ")))
+    lines = [line.strip() for line in soup.get_text("\n").split("\n")]
+    return soup, "\n".join(line for line in lines if line)
 
 
 def load_html(path: Path, data: bytes, source: str | None) -> list[Section]:
-    from bs4 import BeautifulSoup
-
-    text, encoding = decode_text(data)
-    soup = BeautifulSoup(text, "html.parser")
-    for tag in soup(["script", "style", "noscript", "template"]):
-        tag.decompose()
+    markup, encoding = decode_text(data)
+    soup, text = _html_text(markup)
     meta = _base_meta(path, source) | {"encoding": encoding}
     if soup.title and soup.title.string:
         meta["title"] = soup.title.string.strip()
-    body = soup.get_text("\n")
-    lines = [line.strip() for line in body.splitlines()]
-    return [Section("\n".join(line for line in lines if line), meta)]
+    return by_heading(text, meta, plain_titles=False)
 
 
 def load_pdf(path: Path, data: bytes, source: str | None) -> list[Section]:
@@ -110,11 +137,21 @@ def load_docx(path: Path, data: bytes, source: str | None) -> list[Section]:
     meta = _base_meta(path, source)
     if document.core_properties.title:
         meta["title"] = document.core_properties.title
-    parts = [p.text for p in document.paragraphs if p.text.strip()]
+    parts = [_docx_paragraph(p) for p in document.paragraphs if p.text.strip()]
     for table in document.tables:
         for row in table.rows:
             parts.append(" | ".join(cell.text.strip() for cell in row.cells))
-    return [Section("\n".join(parts), meta)]
+    return by_heading("\n".join(parts), meta, plain_titles=False)
+
+
+def _docx_paragraph(paragraph: Any) -> str:
+    """A paragraph's text; a 'Heading N' (or 'Title') styled one marked as a title of level N."""
+    style = (paragraph.style.name if paragraph.style is not None else "") or ""
+    if style == "Title":
+        return marked(1, paragraph.text)
+    if style.startswith("Heading ") and style[8:].isdigit():
+        return marked(int(style[8:]), paragraph.text)
+    return str(paragraph.text)
 
 
 def load_csv(path: Path, data: bytes, source: str | None) -> list[Section]:
@@ -213,7 +250,6 @@ def load_pptx(path: Path, data: bytes, source: str | None) -> list[Section]:
 def load_epub(path: Path, data: bytes, source: str | None) -> list[Section]:
     """One section per chapter (spine document) of an EPUB, its text taken from the XHTML."""
     import ebooklib
-    from bs4 import BeautifulSoup
     from ebooklib import epub
 
     # Read from memory (ebooklib hands a file object to zipfile): an upload is never written to disk.
@@ -225,11 +261,8 @@ def load_epub(path: Path, data: bytes, source: str | None) -> list[Section]:
     meta = _base_meta(path, source) | ({"title": titles[0][0]} if titles else {})
     sections = []
     for number, item in enumerate(book.get_items_of_type(ebooklib.ITEM_DOCUMENT), start=1):
-        soup = BeautifulSoup(item.get_content(), "html.parser")
-        lines = [line.strip() for line in soup.get_text("\n").splitlines()]
-        text = "\n".join(line for line in lines if line)
-        if text:
-            sections.append(Section(text, meta | {"chapter": number}))
+        _, text = _html_text(item.get_content())
+        sections += by_heading(text, meta | {"chapter": number}, plain_titles=False)
     return sections
 
 
@@ -238,6 +271,8 @@ LOADERS: dict[str, Callable[[Path, bytes, str | None], list[Section]]] = {
     ".md": load_text,
     ".markdown": load_text,
     ".rst": load_text,
+    ".adoc": load_text,
+    ".asciidoc": load_text,
     ".log": load_text,
     ".html": load_html,
     ".htm": load_html,

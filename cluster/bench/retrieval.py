@@ -151,12 +151,19 @@ def build_store(
     }
 
 
-def evaluate(store: Any, embedder: Any, name: str, questions: list[Question]) -> dict[str, dict[str, float]]:
+def evaluate(
+    store: Any, embedder: Any, name: str, questions: list[Question], reranker: Any = None
+) -> dict[str, dict[str, float]]:
+    """Every mode's ranks of the answering passage; with a reranker (`knowledge.reranker_model`), each
+    mode's candidates reordered by it, as the Retriever does."""
     ranks: dict[str, list[int | None]] = {mode: [] for mode in SEARCH_MODES}
+    depth = reranker.candidates(DEPTH) if reranker else DEPTH
     for q in questions:
         vector = embedder.embed([q.question])[0]
         for mode in SEARCH_MODES:
-            hits = store.search(name, query=q.question, vector=vector, mode=mode, top_k=DEPTH)
+            hits = store.search(name, query=q.question, vector=vector, mode=mode, top_k=depth)
+            if reranker is not None:
+                hits = reranker.rerank(q.question, hits, DEPTH)
             ranks[mode].append(
                 next((r for r, h in enumerate(hits, start=1) if correct(q, h.document, h.text)), None)
             )
@@ -171,8 +178,8 @@ def render(out: Path, results: dict[str, Any]) -> str:
         "",
         f"{results['date']}, {results['cpus']} CPUs, {results['threads']} embedding threads. Command: "
         f"`make bench-retrieval`. Embedding: {results['embedding']}; full-text tokenizer: "
-        f"{results['fts_tokenizer']}; hybrid weights {results['weights']}. Texts/s: the corpus' chunks "
-        f"embedded in-process; ratio against {first}.",
+        f"{results['fts_tokenizer']}; reranker: {results['reranker']}; hybrid weights "
+        f"{results['weights']}. Texts/s: the corpus' chunks embedded in-process; ratio against {first}.",
         "",
         "| backend | corpus | questions | chunks | texts/s | ratio | mode | hit@1 | hit@5 | MRR@10 |",
         "|---|---|---:|---:|---:|---:|---|---:|---:|---:|",
@@ -240,7 +247,10 @@ def run_backend(
     from knowledge.embedder import Embedder
 
     backend = f"{knowledge.embedding_model_id} ({knowledge.embedding_backend})"
+    from knowledge.rerank import Reranker
+
     embedder = Embedder.from_settings(knowledge, threads=threads)
+    reranker = Reranker.from_settings(knowledge)
     scratch = settings.data_dir / "bench" / "retrieval"
     specs = json.loads((EVAL / "corpora.json").read_text())
     out: dict[str, Any] = {}
@@ -254,7 +264,7 @@ def run_backend(
             "corpus": specs[language]["package"],
             "questions": len(questions),
             **built,
-            "scores": evaluate(store, embedder, f"eval_{language}", questions),
+            "scores": evaluate(store, embedder, f"eval_{language}", questions, reranker),
         }
         log(f"  {backend}, {language}: {built['embed_texts_per_s']} texts/s, {out[language]['scores']}")
     shutil.rmtree(scratch, ignore_errors=True)
@@ -289,6 +299,7 @@ def main(argv: list[str] | None = None, settings: RaychatSettings | None = None)
         "threads": args.threads,
         "embedding": ", ".join(runs),
         "fts_tokenizer": knowledge.fts_tokenizer,
+        "reranker": knowledge.reranker_model or "none",
         "weights": {
             label: {k: v.model_dump() for k, v in cfg.hybrid_weights.items()} for label, cfg in runs.items()
         },

@@ -34,9 +34,10 @@ def test_html_drops_scripts(tmp_path: Path) -> None:
         "<body><h1>Rules</h1><p>Keep keys safe.</p></body></html>"
     )
     (tmp_path / "p.html").write_text(html)
-    section = load_file(tmp_path / "p.html")[0]
-    assert section.metadata["title"] == "Policy"
-    assert "Keep keys safe." in section.text and "var x" not in section.text
+    sections = load_file(tmp_path / "p.html")
+    assert sections[-1].metadata["title"] == "Policy" and sections[-1].metadata["heading"] == "Rules"
+    text = "\n".join(s.text for s in sections)
+    assert "Keep keys safe." in sections[-1].text and "var x" not in text
 
 
 def test_pdf_pages(tmp_path: Path) -> None:
