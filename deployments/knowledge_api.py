@@ -53,7 +53,12 @@ class KnowledgeAPI:
         return f"{info['created_at']}:{info['version']}"
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
+        """A query's texts: batched with other queries, ahead of any ingestion."""
         return await self.embedding.embed.remote(texts)
+
+    async def embed_bulk(self, texts: list[str]) -> list[list[float]]:
+        """An ingestion's texts: in slices that yield to queries."""
+        return await self.embedding.embed_bulk.remote(texts)
 
     async def search(self, kb: str, request: SearchRequest) -> list[dict[str, Any]]:
         await self.store("get_kb", kb)
@@ -146,4 +151,4 @@ class KnowledgeAPI:
         async def write(docs: list[tuple[PreparedDocument, list[list[float]]]]) -> list[dict[str, Any]]:
             return self._unwrap(await self.retriever.write_documents.remote(kb, docs))
 
-        return IngestPipeline(self.settings, self.embed, write, known, on_progress)
+        return IngestPipeline(self.settings, self.embed_bulk, write, known, on_progress)

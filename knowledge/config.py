@@ -109,6 +109,12 @@ class KnowledgeSettings(BaseModel):
     embedding_threads: int = Field(1, ge=1)
     embedding_max_batch_size: int = Field(64, ge=1, description="@serve.batch max_batch_size")
     embedding_batch_wait_s: float = Field(0.01, ge=0, description="@serve.batch batch_wait_timeout_s")
+    embedding_bulk_slice: int = Field(
+        32,
+        ge=1,
+        description="texts per model call for ingestion and re-indexing; a waiting query goes before the "
+        "next slice, so a search during an ingestion waits for one slice at most",
+    )
     embedding_replicas: int = Field(1, ge=1)
     ingest_parse_tasks: int = Field(4, ge=1, description="files parsed and split at once (Ray tasks)")
     ingest_queue_documents: int = Field(

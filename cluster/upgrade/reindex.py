@@ -131,7 +131,7 @@ class Reindexer:
             except Exception:  # deleted on blue meanwhile: the next pass removes it from green
                 continue
             doc = PreparedDocument(**fields)
-            vectors = await self.green.embed(doc.texts)
+            vectors = await self.green.embed_bulk(doc.texts)
             self.green._unwrap(await self.green.retriever.write_documents.remote(name, [(doc, vectors)]))
             self.progress.documents += 1
             self.progress.chunks += len(doc.texts)

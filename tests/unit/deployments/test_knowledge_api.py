@@ -34,6 +34,7 @@ class FakeEmbedding:
 
         self.info = _Remote(info)
         self.embed = _Remote(embed)
+        self.embed_bulk = _Remote(embed)
 
 
 class RetrieverHandle:
