@@ -151,6 +151,12 @@ class GatewaySettings(Section):
     num_cpus: float = Field(0.25, ge=0)
     max_ongoing_requests: int = Field(1000, ge=1)
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="request bodies over this get 413")
+    max_upload_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="a whole document upload (multipart, every file of it) over this gets 413, at the "
+        "proxies and the gateway; each file is also held to knowledge.max_file_bytes (50 MiB)",
+    )
     readiness_timeout_s: float = Field(5, gt=0)
     replica_failure_retries: int = Field(
         2, ge=0, description="a request whose LLM replica died before it answered is sent again"

@@ -241,6 +241,7 @@ def _colour_locations(settings: RaychatSettings, colours: Routing) -> tuple[str,
     locations = f"""
         location = /__raychat/candidate {{
             internal;
+            client_max_body_size {settings.gateway.max_upload_bytes};
 {_proxy(settings, f"{colours.candidate.path_prefix}$request_uri", True)}            proxy_intercept_errors on;
             error_page 413 = @too_large;
             error_page 502 503 504 = @live;
@@ -252,6 +253,7 @@ def _colour_locations(settings: RaychatSettings, colours: Routing) -> tuple[str,
     if colours.writes_to_live:
         locations += f"""
         location ~ {routing.KB_WRITES} {{
+            client_max_body_size {settings.gateway.max_upload_bytes};
 {_proxy(settings, f"{live}$request_uri", True)}        }}
 """
     return jump, locations
@@ -259,16 +261,32 @@ def _colour_locations(settings: RaychatSettings, colours: Routing) -> tuple[str,
 
 def _routes(settings: RaychatSettings, too_large: str, colours: Routing) -> str:
     jump, candidate_locations = _colour_locations(settings, colours)
+    upload_limit = settings.gateway.max_upload_bytes
+    upload_too_large = (_TOO_LARGE % upload_limit).replace("'", "\\'")
+    live = _proxy(settings, _target(colours.live.path_prefix), colours.split)
     return f"""        error_page 413 = @too_large;
         # Not a named location: nginx cannot redirect a request whose URI it failed to parse to one.
         error_page 400 /__raychat/bad_request;
 
         location / {{
-{jump}{_proxy(settings, _target(colours.live.path_prefix), colours.split)}        }}
+{jump}{live}        }}
 {candidate_locations}
+        # Document uploads carry files (gateway.max_upload_bytes); every other body is held to
+        # gateway.max_body_bytes. After the upgrade's locations: during a re-index their write route
+        # (which takes the same limit) comes first.
+        location ~ {routing.UPLOAD_PATH} {{
+            client_max_body_size {upload_limit};
+            error_page 413 = @upload_too_large;
+{jump}{live}        }}
+
         location @too_large {{
             default_type application/json;
             return 413 '{too_large}';
+        }}
+
+        location @upload_too_large {{
+            default_type application/json;
+            return 413 '{upload_too_large}';
         }}
 
         location = /__raychat/bad_request {{

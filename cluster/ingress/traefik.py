@@ -67,7 +67,7 @@ def static_config(settings: RaychatSettings, dynamic_file: Path) -> dict[str, An
     }
 
 
-UPLOAD_RULE = "Method(`POST`) && PathRegexp(`^/v1/knowledge_bases/[^/]+/documents$`)"
+UPLOAD_RULE = f"Method(`POST`) && PathRegexp(`{routing.UPLOAD_PATH}`)"
 IDEMPOTENT_RULE = "Method(`GET`) || Method(`HEAD`) || Method(`OPTIONS`)"
 
 
@@ -75,7 +75,7 @@ def _routers(settings: RaychatSettings) -> dict[str, Any]:
     """Each router once per entry point that serves: `web` (plain HTTP, loopback quick start or TLS off)
     and `websecure` (HTTPS, with HSTS). Off loopback with TLS on, `web` only redirects."""
     limit_rules: dict[str, tuple[str, int, list[str]]] = {
-        "raychat-uploads": (UPLOAD_RULE, 30, ["body-limit"]),
+        "raychat-uploads": (UPLOAD_RULE, 30, ["upload-limit"]),
         "raychat-idempotent": (IDEMPOTENT_RULE, 20, ["retry"]),
         "raychat": ("PathPrefix(`/`)", 10, []),
     }
@@ -171,7 +171,7 @@ def _services(settings: RaychatSettings, colours: Routing | None = None) -> dict
                     "fallback": "raychat-live",
                     "errors": {
                         "status": ["502-504"],
-                        "maxRequestBodyBytes": settings.gateway.max_body_bytes,
+                        "maxRequestBodyBytes": _largest_body(settings),
                     },
                 }
             },
@@ -191,7 +191,7 @@ def _services(settings: RaychatSettings, colours: Routing | None = None) -> dict
     failover = {
         "service": "raychat-replicas",
         "fallback": "raychat-serve-proxy",
-        "errors": {"status": ["502"], "maxRequestBodyBytes": settings.gateway.max_body_bytes},
+        "errors": {"status": ["502"], "maxRequestBodyBytes": _largest_body(settings)},
     }
     return {
         "raychat": {"failover": failover},
@@ -221,16 +221,21 @@ def _servers_transport(settings: RaychatSettings) -> dict[str, Any]:
     return transport
 
 
+def _largest_body(settings: RaychatSettings) -> int:
+    """What a failover service keeps of a request to send it again: the largest body any route takes."""
+    return max(settings.gateway.max_body_bytes, settings.gateway.max_upload_bytes)
+
+
 def dynamic_config(settings: RaychatSettings) -> dict[str, Any]:
     """Three routers over one service. Uploads get the buffering middleware, the only way Traefik enforces
     a body limit (413), and it buffers whole responses too, so streams must not pass it. Idempotent
     requests get the retry middleware (Traefik would also resend a POST that reached a server that then
     failed). Failover for everything else comes from the health checks taking a dead Serve proxy out."""
     ing = settings.ingress
-    limit = settings.gateway.max_body_bytes
+    upload = settings.gateway.max_upload_bytes
     middlewares: dict[str, Any] = {
-        "body-limit": {
-            "buffering": {"maxRequestBodyBytes": limit, "memRequestBodyBytes": min(limit, 2 << 20)}
+        "upload-limit": {
+            "buffering": {"maxRequestBodyBytes": upload, "memRequestBodyBytes": min(upload, 2 << 20)}
         },
         "retry": {"retry": {"attempts": 2, "initialInterval": "50ms"}},
         "hsts": {"headers": {"stsSeconds": settings.tls.hsts_max_age_s}},

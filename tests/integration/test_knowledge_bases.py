@@ -147,6 +147,49 @@ def test_corrupt_pdf_fails_alone(stack: Stack) -> None:
     assert stack.http.get(kb_url(stack, name, "documents")).status_code == 404
 
 
+def _large_pdf(megabytes: int) -> bytes:
+    """A PDF of one page of text and `megabytes` of incompressible image: large, quick to ingest."""
+    import os
+
+    from fpdf import FPDF
+    from PIL import Image
+
+    side = int((megabytes * 1024 * 1024 / 3) ** 0.5) + 1
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("helvetica", size=12)
+    pdf.cell(text="The turbine hall crane is inspected every six months.")
+    pdf.image(Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)), w=50)
+    return bytes(pdf.output())
+
+
+def test_a_file_larger_than_a_json_body_uploads_through_both_proxies(stack: Stack) -> None:
+    # gateway.max_body_bytes (10 MiB) holds JSON bodies; uploads take gateway.max_upload_bytes (64 MiB).
+    name = f"large-{uuid.uuid4().hex[:6]}"
+    assert stack.http.post(kb_url(stack), json={"name": name}).status_code == 201
+    pdf = _large_pdf(12)
+    assert len(pdf) > 12 * 1024 * 1024
+    for base in (stack.url, stack.traefik_url):
+        resp = stack.http.post(
+            f"{base}/v1/knowledge_bases/{name}/documents",
+            files=[("files", ("crane.pdf", pdf, "application/pdf"))],
+            timeout=300,
+        )
+        assert resp.status_code == 200, (base, resp.text[:300])
+        assert resp.json()["data"][0]["status"] in ("ingested", "unchanged"), base
+    over = b"x" * (64 * 1024 * 1024 + 1024)
+    for base in (stack.url, stack.traefik_url):
+        resp = stack.http.post(
+            f"{base}/v1/knowledge_bases/{name}/documents",
+            files=[("files", ("big.txt", over, "text/plain"))],
+            timeout=300,
+        )
+        assert resp.status_code == 413, base
+        if base == stack.url:  # Traefik's own refusal is its plain text (see the README's notes)
+            assert resp.json()["error"]["code"] == "request_too_large"
+    assert stack.http.delete(kb_url(stack, name)).status_code == 200
+
+
 def test_an_upload_job_answers_at_once_and_is_followed_to_its_end(stack: Stack) -> None:
     """`wait=false`: 202 with the job, then GET shows it running or done; a chat answers meanwhile; the
     finished job lists every file's outcome, and the documents are searchable."""

@@ -140,7 +140,7 @@ async def upload_documents(name: str, request: Request, wait: bool = True) -> An
     kb = svc.knowledge
     protocol.check_kb_name(name)
     require_edit(_caller(request), name)
-    limit = max(svc.config.gateway.max_body_bytes, kb.settings.max_file_bytes)
+    limit = svc.config.gateway.max_upload_bytes
     declared = request.headers.get("content-length") or "0"
     if declared.isdigit() and int(declared) > limit:
         raise APIError(413, f"upload exceeds the limit of {limit} bytes", code="request_too_large")

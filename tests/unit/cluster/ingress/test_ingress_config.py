@@ -49,6 +49,13 @@ def test_nginx_config_streams_and_limits(settings, tmp_path: Path) -> None:  # t
     text = nginx.render(settings, tmp_path)
     assert "proxy_buffering off;" in text
     assert f"client_max_body_size {settings.gateway.max_body_bytes};" in text
+    # uploads (and only they) may carry files up to gateway.max_upload_bytes
+    upload = text.split("location ~ ^/v1/knowledge_bases/[^/]+/documents$ {", 1)[1].split("}", 1)[0]
+    assert f"client_max_body_size {settings.gateway.max_upload_bytes};" in upload
+    uploads = text.count("location ~ ^/v1/knowledge_bases/[^/]+/documents$ {")
+    assert (
+        uploads >= 1 and text.count(f"client_max_body_size {settings.gateway.max_upload_bytes};") == uploads
+    )
     assert "server 127.0.0.1:8000 " in text and "server 127.0.0.1:8001 " in text
     assert "listen 127.0.0.1:8080" in text
     assert "daemon off;" in text
@@ -72,9 +79,9 @@ def test_traefik_config_from_same_settings(settings, tmp_path: Path) -> None:  #
 def test_traefik_routes_uploads_through_the_body_limit_only(settings) -> None:  # type: ignore[no-untyped-def]
     http = traefik.dynamic_config(settings)["http"]
     routers = http["routers"]
-    assert routers["raychat-uploads"]["middlewares"] == ["body-limit"]
+    assert routers["raychat-uploads"]["middlewares"] == ["upload-limit"]
     assert "documents" in routers["raychat-uploads"]["rule"]
-    assert http["middlewares"]["body-limit"]["buffering"]["maxRequestBodyBytes"] == 10 * 1024 * 1024
+    assert http["middlewares"]["upload-limit"]["buffering"]["maxRequestBodyBytes"] == 64 * 1024 * 1024
     # streams never pass the buffering middleware; only idempotent methods are retried
     assert "middlewares" not in routers["raychat"]
     assert routers["raychat-idempotent"]["middlewares"] == ["retry"]
