@@ -28,6 +28,7 @@ import httpx
 import numpy as np
 
 from cluster import credentials
+from cluster.bench import uploads
 from cluster.bench.load import pct_of
 from cluster.bench.probe import LatencyProbe, p95
 from cluster.bench.stack import running_stack
@@ -144,11 +145,11 @@ def bench_embeddings(
 
 
 def bench_ingestion(
-    url: str, settings: RaychatSettings, folder: Path, docs: int, idle_s: float = 20
+    url: str, settings: RaychatSettings, folder: Path, docs: int, probe: LatencyProbe
 ) -> dict[str, Any]:
     """`raychat kb ingest` of a folder through the stack, then the same chunks embedded in-process by
     the same model with the Embedding deployment's thread count: the pipeline's share of its ceiling.
-    Chat and search p95 are probed idle, then during the ingestion."""
+    Chat and search p95 are probed during the ingestion."""
     from cluster import kb
     from knowledge.embedder import Embedder
     from knowledge.ingest import prepare
@@ -160,14 +161,11 @@ def bench_ingestion(
         paragraphs = ["。".join(synthetic_text(rng, 25) for _ in range(6)) for _ in range(8)]
         (folder / f"doc{d}.txt").write_text("\n\n".join(paragraphs))
     name = f"bench_ingest_{int(time.time())}"
-    with LatencyProbe(url, settings) as probe:
-        log(f"  chat and search, idle for {idle_s:g}s")
-        idle = probe.idle(idle_s)
-        probe.start()
-        start = time.perf_counter()
-        summary = kb.ingest_paths(settings, name, [str(folder)])
-        elapsed = time.perf_counter() - start
-        during = p95(probe.stop())
+    probe.start()
+    start = time.perf_counter()
+    summary = kb.ingest_paths(settings, name, [str(folder)])
+    elapsed = time.perf_counter() - start
+    during = p95(probe.stop())
     knowledge = settings.knowledge
     texts = [t for p in sorted(folder.iterdir()) for t in prepare(p.name, p.read_bytes(), knowledge).texts]
     shutil.rmtree(folder, ignore_errors=True)
@@ -186,7 +184,6 @@ def bench_ingestion(
         "in_process_texts_per_s": round(in_process, 1),
         "ratio": round(chunks_per_s / in_process, 2),
         "failed": summary["failed"],
-        "idle": idle,
         "during": during,
         "first_embed_s": summary.get("first_embed_s"),
         "embed_busy_s": summary.get("embed_busy_s"),
@@ -209,14 +206,14 @@ def render(out: Path, results: dict[str, Any]) -> str:
         f"| {ing['files']} | {ing['chunks']} | {ing['seconds']} | {ing['chunks_per_s']} | "
         f"{ing['in_process_texts_per_s']} | {ing['ratio']}x |",
         "",
-        "Chat and search through the service, idle and during that ingestion (p95 s, requests):",
+        "## Chat and search while uploads ingest",
         "",
-        "| | chat p95 | chat requests | search p95 | search requests | failed |",
-        "|---|---:|---:|---:|---:|---:|",
-        *(
-            f"| {when} | {w['chat_p95_s']} | {w['chat_requests']} | {w['search_p95_s']} | "
-            f"{w['search_requests']} | {w['chat_failed'] + w['search_failed']} |"
-            for when, w in (("idle", ing["idle"]), ("during ingestion", ing["during"]))
+        "The probe sends a knowledge-base search and a short chat one after another through the service, "
+        "idle and then during each ingestion (`cluster/bench/probe.py`, `cluster/bench/uploads.py`).",
+        "",
+        *uploads.rows(
+            results["idle"],
+            [{"what": f"{ing['files']} documents, raychat kb ingest (above)", **ing}, *results["uploads"]],
         ),
         "",
         "## Embeddings: `/v1/embeddings` through nginx vs sentence-transformers in-process",
@@ -270,14 +267,21 @@ def main(argv: list[str] | None = None, settings: RaychatSettings | None = None)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--docs", type=int, default=60, help="files for the ingestion run")
     parser.add_argument("--texts", type=int, default=2048, help="texts for the embeddings comparison")
+    parser.add_argument("--pdf-mb", type=float, default=50, help="the large PDF's size (0: none)")
+    parser.add_argument("--small-files", type=int, default=10000, help="the folder of small files (0: none)")
+    parser.add_argument("--idle-s", type=float, default=20, help="the probe's idle window")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     settings = settings or load_settings()
     scratch = settings.data_dir / "bench"
-    with running_stack(settings) as url:
+    with running_stack(settings) as url, LatencyProbe(url, settings) as probe:
+        log(f"chat and search, idle for {args.idle_s:g}s")
+        idle = probe.idle(args.idle_s)
         log("ingestion through the stack")
-        ingestion = bench_ingestion(url, settings, scratch / "ingest", args.docs)
+        ingestion = bench_ingestion(url, settings, scratch / "ingest", args.docs, probe)
         log(f"  {ingestion}")
+        large = uploads.run(url, settings, scratch / "uploads", probe, args.pdf_mb, args.small_files)
+        log(f"  {large}")
         log("embeddings: API vs in-process")
         rng = random.Random(5)
         embeddings = bench_embeddings(
@@ -292,7 +296,9 @@ def main(argv: list[str] | None = None, settings: RaychatSettings | None = None)
     results = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "cpus": __import__("os").cpu_count(),
+        "idle": idle,
         "ingestion": ingestion,
+        "uploads": large,
         "embeddings": embeddings,
         "store": stores,
     }
