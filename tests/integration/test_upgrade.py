@@ -27,6 +27,18 @@ import yaml
 from tests.conftest import ROOT, TEST_ENV, Stack, run_raychat, tls_context
 
 DATA = Path(TEST_ENV["RAYCHAT_DATA_DIR"])
+
+
+def record_numbers(name: str, numbers: dict[str, object]) -> None:
+    """An upgrade's numbers (phases, requests, failures, p95), printed and kept beside the upgrade's own
+    report in the test data dir's logs/, for the closing note of a run that passed (pytest shows no output
+    of passing tests)."""
+    text = json.dumps(numbers, default=str)
+    print(f"{name} numbers:", text)
+    (DATA / "logs").mkdir(parents=True, exist_ok=True)
+    (DATA / "logs" / f"numbers-{name}.json").write_text(text)
+
+
 KB = "upgrade-kb"
 FACT = "The harbour master of Tromsø in this story is called Ingrid Dahl and she sails a red boat."
 # Short holds: each step is still judged at every check, it only takes less time here.
@@ -331,18 +343,16 @@ def test_a_rolling_upgrade_replaces_replicas_in_place_without_failed_requests(
     for phase in ("canary ready", "smoke test", "canary deleted", "rollout", "hold"):
         assert phase in report["phases"]
     during = sorted(o.seconds for o in load.outcomes if o.at >= started)
-    print(
-        "rolling upgrade numbers:",
-        json.dumps(
-            {
-                "phases": report["phases"],
-                "requests": len(load.outcomes),
-                "during_upgrade": len(during),
-                "failed": len(load.failures()),
-                "p95_during_s": round(during[int(0.95 * (len(during) - 1))], 3),
-                "versions": Counter(o.version for o in load.outcomes),
-            }
-        ),
+    record_numbers(
+        "rolling-upgrade",
+        {
+            "phases": report["phases"],
+            "requests": len(load.outcomes),
+            "during_upgrade": len(during),
+            "failed": len(load.failures()),
+            "p95_during_s": round(during[int(0.95 * (len(during) - 1))], 3),
+            "versions": Counter(o.version for o in load.outcomes),
+        },
     )
     assert load.failures() == [], load.failures()[:5]
     assert Counter(o.version for o in load.outcomes)["rolled-2"] > 0
@@ -393,22 +403,20 @@ def test_upgrade_to_another_dtype_name_and_embedding_under_load(upgrade_stack: S
     failures = load.failures()
     steady = sorted(o.seconds for o in load.outcomes if o.at < started)
     during = sorted(o.seconds for o in load.outcomes if o.at >= started)
-    print(
-        "upgrade numbers:",
-        json.dumps(
-            {
-                "phases": report["phases"],
-                "requests": len(load.outcomes),
-                "during_upgrade": len(during),
-                "failed": len(failures),
-                "resent_after_a_closed_idle_connection": sum(o.resent for o in load.outcomes),
-                "p95_steady_s": round(steady[int(0.95 * (len(steady) - 1))], 3),
-                "p95_during_s": round(during[int(0.95 * (len(during) - 1))], 3),
-                "reindex": report.get("reindex"),
-                "documents_live_after_churn": len(churn.live),
-                "churn_failures": churn.failures[:3],
-            }
-        ),
+    record_numbers(
+        "blue-green-upgrade",
+        {
+            "phases": report["phases"],
+            "requests": len(load.outcomes),
+            "during_upgrade": len(during),
+            "failed": len(failures),
+            "resent_after_a_closed_idle_connection": sum(o.resent for o in load.outcomes),
+            "p95_steady_s": round(steady[int(0.95 * (len(steady) - 1))], 3),
+            "p95_during_s": round(during[int(0.95 * (len(during) - 1))], 3),
+            "reindex": report.get("reindex"),
+            "documents_live_after_churn": len(churn.live),
+            "churn_failures": churn.failures[:3],
+        },
     )
     assert failures == [], failures[:5]
     versions = Counter(o.version for o in load.outcomes)
