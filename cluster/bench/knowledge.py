@@ -32,19 +32,15 @@ from cluster.bench import uploads
 from cluster.bench.load import pct_of
 from cluster.bench.probe import LatencyProbe, p95
 from cluster.bench.stack import running_stack
+from cluster.bench.uploads import LATIN, log
 from cluster.settings import RaychatSettings, load_settings
 from knowledge.config import SEARCH_MODES, KnowledgeSettings
 from knowledge.store import ChunkRecord, KnowledgeStore
 
 WORDS = (
-    "pump valve boiler turbine bearing sensor pressure maintenance inspection schedule oil filter "
-    "motor gearbox compressor safety record audit customer account loan policy risk report ledger "
-    "泵 阀门 锅炉 汽轮机 轴承 传感器 压力 维护 检查 计划 安全 记录 审计 客户 账户 贷款 风险 报告"
-).split()
-
-
-def log(message: str) -> None:
-    print(f"[bench-knowledge] {message}", flush=True)
+    LATIN
+    + "泵 阀门 锅炉 汽轮机 轴承 传感器 压力 维护 检查 计划 安全 记录 审计 客户 账户 贷款 风险 报告".split()
+)
 
 
 def synthetic_text(rng: random.Random, n: int = 40) -> str:

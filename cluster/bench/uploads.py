@@ -21,6 +21,7 @@ from cluster import credentials
 from cluster.bench.probe import LatencyProbe, p95
 from cluster.settings import RaychatSettings
 
+# Words of the synthetic documents (bench-knowledge adds Chinese ones for its store benchmark).
 LATIN = (
     "pump valve boiler turbine bearing sensor pressure maintenance inspection schedule oil filter motor "
     "gearbox compressor safety record audit customer account loan policy risk report ledger the of and "
