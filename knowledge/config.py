@@ -44,7 +44,7 @@ MULTILINGUAL_MODEL_ID = "universal-sentence-encoder-multilingual-3"
 BUNDLED_WEIGHTS: dict[Script, FusionWeights] = {"latin": FusionWeights(), "cjk": FusionWeights(vector=0.0)}
 MULTILINGUAL_WEIGHTS: dict[Script, FusionWeights] = {
     "latin": FusionWeights(vector=0.0),
-    "cjk": FusionWeights(vector=0.5),
+    "cjk": FusionWeights(vector=0.0),
 }
 
 
@@ -83,8 +83,8 @@ class KnowledgeSettings(BaseModel):
     embedding_model: str = Field(
         "bundled",
         description="'bundled' (all-MiniLM-L6-v2: English), 'multilingual' (USE multilingual v3, 512-d, "
-        "reads Chinese: Chinese vector hit@5 0.74 against 0.29, hybrid 0.97, English hybrid 0.71 against "
-        "0.74, 8x faster on this CPU; make bench-retrieval) or a local sentence-transformers model dir",
+        "reads Chinese: Chinese vector hit@5 0.76 against 0.32; English vector 0.57 against 0.71; 5-8x "
+        "faster on this CPU; make bench-retrieval) or a local sentence-transformers model dir",
     )
     embedding_model_id: str = Field(
         "all-MiniLM-L6-v2",
@@ -146,9 +146,10 @@ class KnowledgeSettings(BaseModel):
         "embedding model's, measured by make bench-retrieval. The bundled all-MiniLM-L6-v2 does not read "
         "Chinese: on Chinese questions its ranking found the passage in the top 5 for 0.29 of them "
         "against 0.96 for full-text, and fused at equal weights it pulled hybrid down to 0.74, so a CJK "
-        "query's hybrid is full-text alone. The multilingual model reads Chinese (0.74; cjk vector 0.5 "
-        "gives hybrid 0.97) but ranks English worse than MiniLM (0.42; any latin vector weight pulled "
-        "hybrid below full-text's 0.71), so its latin hybrid is full-text alone",
+        "query's hybrid is full-text alone. The multilingual model reads Chinese (vector hit@5 0.76), but "
+        "full-text already finds 0.96 and fusing its ranking in lowered hit@1 (0.76 to 0.74 at weight 0.1, "
+        "0.66 at 1), and it ranks English worse than MiniLM (0.57 against full-text's 0.71), so by default "
+        "its hybrid is full-text alone in both scripts; give it weight where questions paraphrase more",
     )
     hybrid_depth: int = Field(
         10,
