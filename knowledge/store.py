@@ -398,9 +398,10 @@ class KnowledgeStore:
         }
         return all(built[k] in (None, wanted[k]) for k in built)
 
-    def refresh_indexes(self, name: str, *, max_unindexed: int = 2000) -> None:
-        """After writes: create the indexes once, then fold new rows in incrementally (`optimize`) when
-        enough are unindexed. Unindexed rows are still searched (flat), so results are never stale."""
+    def refresh_indexes(self, name: str) -> None:
+        """After writes: create the indexes once, then fold every write's new rows in (`optimize`, tens of
+        ms at 10k rows). Unindexed rows are searched too, but full-text scores them with other BM25
+        statistics, which ranked a new document below older ones for the same words until folded in."""
         table = self._table(name)
         with self._lock:
             fts = self._fts_index(table)
@@ -408,7 +409,7 @@ class KnowledgeStore:
                 self.build_indexes(name)
                 return
             stats = table.index_stats(fts.name)
-            if stats is not None and stats.num_unindexed_rows > max_unindexed:
+            if stats is not None and stats.num_unindexed_rows > 0:
                 table.optimize()
 
     def build_indexes(self, name: str) -> None:

@@ -47,7 +47,7 @@ def test_proxy_lists_models_and_streams_unbuffered(stack: Stack, proxy: str) -> 
 @pytest.mark.parametrize("proxy", ["nginx", "traefik"])
 def test_proxy_refuses_an_upload_over_the_limit(stack: Stack, proxy: str) -> None:
     base = entry_points(stack)[proxy]
-    big = b"x" * (10 * 1024 * 1024 + 1024)
+    big = b"x" * (64 * 1024 * 1024 + 1024)  # over gateway.max_upload_bytes
     resp = stack.http.post(
         f"{base}/v1/knowledge_bases/anything/documents",
         files={"files": ("big.txt", big, "text/plain")},

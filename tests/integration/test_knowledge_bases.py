@@ -177,16 +177,13 @@ def test_a_file_larger_than_a_json_body_uploads_through_both_proxies(stack: Stac
         )
         assert resp.status_code == 200, (base, resp.text[:300])
         assert resp.json()["data"][0]["status"] in ("ingested", "unchanged"), base
+    # over gateway.max_upload_bytes: refused by the proxies (test_ingress.py), in OpenAI's format by nginx
     over = b"x" * (64 * 1024 * 1024 + 1024)
-    for base in (stack.url, stack.traefik_url):
-        resp = stack.http.post(
-            f"{base}/v1/knowledge_bases/{name}/documents",
-            files=[("files", ("big.txt", over, "text/plain"))],
-            timeout=300,
-        )
-        assert resp.status_code == 413, base
-        if base == stack.url:  # Traefik's own refusal is its plain text (see the README's notes)
-            assert resp.json()["error"]["code"] == "request_too_large"
+    resp = stack.http.post(
+        f"{stack.url}/v1/knowledge_bases/{name}/documents", files=[("files", ("big.txt", over))], timeout=300
+    )
+    assert resp.status_code == 413 and resp.json()["error"]["code"] == "request_too_large"
+    assert str(64 * 1024 * 1024) in resp.json()["error"]["message"]
     assert stack.http.delete(kb_url(stack, name)).status_code == 200
 
 
@@ -196,7 +193,7 @@ def test_an_upload_job_answers_at_once_and_is_followed_to_its_end(stack: Stack) 
     name = f"job-{uuid.uuid4().hex[:6]}"
     assert stack.http.post(kb_url(stack), json={"name": name}).status_code == 201
     notes = [
-        ("files", (f"note{i}.txt", f"Turbine {i} is inspected in week {i}.".encode(), "text/plain"))
+        ("files", (f"note{i}.txt", f"Turbine {i + 10} is inspected in week {i + 10}.".encode(), "text/plain"))
         for i in range(12)
     ]
     files = [*notes, ("files", ("broken.pdf", b"%PDF-1.4 garbage", "application/pdf"))]
@@ -233,9 +230,10 @@ def test_an_upload_job_answers_at_once_and_is_followed_to_its_end(stack: Stack) 
     ]
     assert all(s["done"] <= 13 for s in seen)
     hits = stack.http.post(
-        kb_url(stack, name, "search"), json={"query": "Turbine 7", "mode": "fulltext"}
+        kb_url(stack, name, "search"), json={"query": "Turbine 17", "mode": "fulltext"}
     ).json()
-    assert "note7.txt" in {h["document"] for h in hits["data"]}
+    # (ICU tokenizing leaves out one-character tokens such as "7": the README's search notes)
+    assert hits["data"][0]["document"] == "note7.txt"
     # another editor of the same knowledge base does not see the job: only its starter and admins do
     editor = make_key(stack, "editor", [name])
     other = call(f"{stack.url}{started.headers['location']}", "GET", editor.key)

@@ -252,3 +252,21 @@ def test_chinese_full_text_and_hybrid_by_the_query_script(tmp_path: Path) -> Non
     # a Latin query still fuses both rankings
     latin = s.search("docs", query="pump", vector=vec(1, 0, 0, 0), mode="hybrid", top_k=2)
     assert latin[0].document == "pump.txt"
+
+
+def test_a_document_written_after_the_index_ranks_by_its_words_not_by_its_age(tmp_path: Path) -> None:
+    # Rows not yet in the full-text index are searched with other BM25 statistics: before every write was
+    # folded in, the first batch's notes outranked the second's for the same words.
+    s = KnowledgeStore(tmp_path / "kb", dim=DIM)
+    s.create_kb("docs")
+    names = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
+    for batch in (names[:6], names[6:]):
+        for name in batch:
+            text = f"The turbine of unit {name} is inspected every week."
+            s.replace_document("docs", f"{name}.txt", "h", [ChunkRecord(0, text, vec(1, 0, 0, 0))])
+        s.refresh_indexes("docs")
+    hits = s.search("docs", query="turbine kilo", vector=None, mode="fulltext", top_k=3)
+    assert hits[0].document == "kilo.txt"
+    # the same words score the same, whenever they were written
+    same = s.search("docs", query="turbine", vector=None, mode="fulltext", top_k=12)
+    assert len(same) == 12 and max(h.score for h in same) == pytest.approx(min(h.score for h in same))
