@@ -43,6 +43,19 @@ def _api(app_name: str, knowledge: KnowledgeSettings) -> Any:
     )
 
 
+_LOOP: asyncio.AbstractEventLoop | None = None
+
+
+def _run_on_own_loop(coro: Any) -> Any:
+    """`coro` on one event loop kept for the process. Serve's handles bind their router to the loop that
+    first used them, so after `asyncio.run()` closed its loop a second call in the same process (a
+    benchmark ingesting twice) failed with 'Event loop is closed'."""
+    global _LOOP
+    if _LOOP is None or _LOOP.is_closed():
+        _LOOP = asyncio.new_event_loop()
+    return _LOOP.run_until_complete(coro)
+
+
 class StoreClient:
     """The two store calls folder sync needs, made through the Retriever deployment."""
 
@@ -123,7 +136,7 @@ def ingest_paths(
         return results
 
     timing: dict[str, Any] = {}
-    results = asyncio.run(run())
+    results = _run_on_own_loop(run())
     print(file=sys.stderr)
     summary: dict[str, Any] = {"ingested": 0, "unchanged": 0, "failed": 0, "chunks": 0}
     for result in results:

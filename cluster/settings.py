@@ -97,6 +97,13 @@ class ServeSettings(Section):
     # the HTTP proxy): gRPC between deployments, user code on the replica's event loop, buffered
     # request-path logs. Measured here: fewer CPU cycles per streamed token on a 2-core host.
     throughput_tuning: bool = True
+    max_message_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=4 * 1024 * 1024,
+        description="the largest call between deployments over gRPC (throughput_tuning). A knowledge write "
+        "carries a whole document's chunks and vectors in one commit (about 4 KB a chunk): gRPC's own 4 "
+        "MiB cut off documents of more than about 1,000 chunks",
+    )
     direct_ingress: bool = Field(
         True,
         description="each Gateway replica serves HTTP(S) itself (Serve's direct ingress) on a port of "
@@ -134,6 +141,7 @@ class ServeSettings(Section):
                 "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
                 "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
                 "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+                "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(self.max_message_bytes),
             }
         ports = self.direct_ingress_range()
         env |= {

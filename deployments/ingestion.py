@@ -11,6 +11,7 @@ is never all in memory). Each file succeeds or fails on its own; `Progress` coun
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,10 @@ import ray
 from knowledge.config import KnowledgeSettings
 from knowledge.ingest import PreparedDocument, content_hash, document_id, prepare
 from knowledge.loaders import LoadError
+
+log = logging.getLogger(__name__)
+_EMBED_FAILED = "embedding failed for this file's batch (the service log has the cause); upload it again"
+_WRITE_FAILED = "writing failed for this file's batch (the service log has the cause); upload it again"
 
 # A file to ingest: its name (a document id to be) and how to get its bytes.
 Source = tuple[str, Callable[[], bytes]]
@@ -154,11 +159,18 @@ class IngestPipeline:
             started = time.monotonic()
             if self.progress.first_embed_s is None:
                 self.progress.first_embed_s = started - self.progress.started
+            texts = [t for _, doc in group for t in doc.texts]
+            size = self.settings.ingest_embed_batch
             try:
-                vectors = await self._embed([t for _, doc in group for t in doc.texts])
-            except Exception as exc:  # the embedder refused the batch: its files fail, the rest go on
+                # A document longer than a batch (a 50 MB PDF: thousands of chunks) goes in batch-sized
+                # calls too: one call's vectors must fit a message between deployments.
+                vectors = [
+                    v for at in range(0, len(texts), size) for v in await self._embed(texts[at : at + size])
+                ]
+            except Exception:  # the embedder refused the batch: its files fail, the rest go on
+                log.exception("ingestion: embedding a batch of %d texts failed", len(texts))
                 for index, doc in group:
-                    self._finish(index, {"document": doc.doc_id, "status": "failed", "error": str(exc)})
+                    self._finish(index, {"document": doc.doc_id, "status": "failed", "error": _EMBED_FAILED})
             else:
                 self.progress.embed_busy_s += time.monotonic() - started
                 at, done = 0, []
@@ -206,8 +218,13 @@ class IngestPipeline:
             try:
                 written = await self._write([(doc, vectors) for _, doc, vectors in group])
             except Exception as exc:  # the store refused the batch: its files fail, nothing half-written
+                # A store error (an APIError) says what is wrong; anything else is ours, and its text
+                # (an RPC's internals) is for the log, not for the caller.
+                message = getattr(exc, "message", None)
+                if message is None:
+                    log.exception("ingestion: writing a batch of %d documents failed", len(group))
                 written = [
-                    {"document": doc.doc_id, "status": "failed", "error": getattr(exc, "message", str(exc))}
+                    {"document": doc.doc_id, "status": "failed", "error": message or _WRITE_FAILED}
                     for _, doc, _ in group
                 ]
             self.progress.write_busy_s += time.monotonic() - started

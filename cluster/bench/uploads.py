@@ -93,6 +93,9 @@ def upload_job(
             job = http.get(location).raise_for_status().json()
             log(f"  job {job['status']}: {job['chunks']} chunks ({job['chunks_per_s']:.1f}/s)")
         elapsed = round(time.perf_counter() - started, 1)
+        for result in job.get("results") or []:
+            if result.get("status") == "failed":
+                log(f"  {result.get('document')}: failed: {result.get('error')}")
         return job | {"upload_answered_s": round(answered, 2), "seconds": elapsed}
 
 
