@@ -15,6 +15,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from knowledge import rerank
 from knowledge.compaction import Compactor
 from knowledge.config import KnowledgeSettings
 from knowledge.ingest import IngestResult, PreparedDocument, write_many
@@ -66,22 +67,20 @@ class Retriever:
         score_threshold: float | None = None,
         filters: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        reranker = self._reranker
         result = await self._run(
-            self.store.search,
+            rerank.search,
+            self.store,
+            self._reranker,
             kb,
             query=query,
             vector=vector,
             mode=mode,
-            top_k=reranker.candidates(top_k) if reranker else top_k,
+            top_k=top_k,
             score_threshold=score_threshold,
             filters=filters,
         )
         if "ok" in result:
-            hits = result["ok"]
-            if reranker is not None:
-                hits = await asyncio.to_thread(reranker.rerank, query, hits, top_k)
-            result["ok"] = [hit.as_dict() for hit in hits]
+            result["ok"] = [hit.as_dict() for hit in result["ok"]]
         return result
 
     async def write_documents(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from knowledge.config import KnowledgeSettings
 from knowledge.search import Hit
@@ -50,3 +51,14 @@ class Reranker:
         )
         ranked = sorted(zip(scores, range(len(hits)), strict=True), key=lambda pair: -float(pair[0]))
         return [replace(hits[i], score=float(score)) for score, i in ranked[:top_k]]
+
+
+def search(
+    store: Any, reranker: Reranker | None, name: str, *, query: str, top_k: int, **options: Any
+) -> list[Hit]:
+    """`store.search`, with the rerank stage when there is a reranker: its candidates, reordered, cut to
+    `top_k`. The one path the Retriever and the retrieval benchmark take."""
+    if reranker is None:
+        return list(store.search(name, query=query, top_k=top_k, **options))
+    hits = store.search(name, query=query, top_k=reranker.candidates(top_k), **options)
+    return reranker.rerank(query, hits, top_k)

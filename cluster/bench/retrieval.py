@@ -157,13 +157,14 @@ def evaluate(
     """Every mode's ranks of the answering passage; with a reranker (`knowledge.reranker_model`), each
     mode's candidates reordered by it, as the Retriever does."""
     ranks: dict[str, list[int | None]] = {mode: [] for mode in SEARCH_MODES}
-    depth = reranker.candidates(DEPTH) if reranker else DEPTH
+    from knowledge import rerank
+
     for q in questions:
         vector = embedder.embed([q.question])[0]
         for mode in SEARCH_MODES:
-            hits = store.search(name, query=q.question, vector=vector, mode=mode, top_k=depth)
-            if reranker is not None:
-                hits = reranker.rerank(q.question, hits, DEPTH)
+            hits = rerank.search(
+                store, reranker, name, query=q.question, vector=vector, mode=mode, top_k=DEPTH
+            )
             ranks[mode].append(
                 next((r for r, h in enumerate(hits, start=1) if correct(q, h.document, h.text)), None)
             )
@@ -241,12 +242,10 @@ def variants(
 
 
 def run_backend(
-    settings: RaychatSettings, knowledge: KnowledgeSettings, languages: list[str], threads: int
+    settings: RaychatSettings, backend: str, knowledge: KnowledgeSettings, languages: list[str], threads: int
 ) -> dict[str, Any]:
-    """Every corpus ingested and asked with one embedding model and backend."""
+    """Every corpus ingested and asked with one embedding model and backend (`backend`: its label)."""
     from knowledge.embedder import Embedder
-
-    backend = f"{knowledge.embedding_model_id} ({knowledge.embedding_backend})"
     from knowledge.rerank import Reranker
 
     embedder = Embedder.from_settings(knowledge, threads=threads)
@@ -304,7 +303,7 @@ def main(argv: list[str] | None = None, settings: RaychatSettings | None = None)
             label: {k: v.model_dump() for k, v in cfg.hybrid_weights.items()} for label, cfg in runs.items()
         },
         "backends": {
-            label: run_backend(settings, cfg, languages, args.threads) for label, cfg in runs.items()
+            label: run_backend(settings, label, cfg, languages, args.threads) for label, cfg in runs.items()
         },
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,9 @@ def test_proxy_refuses_an_upload_over_the_limit(stack: Stack, proxy: str) -> Non
     )
     assert resp.status_code == 413
     assert "x-trace-id" not in resp.headers  # the proxy answered; the gateway never saw it
+    if proxy == "nginx":  # in OpenAI's format, naming the upload limit (Traefik's own 413 is plain text)
+        assert resp.json()["error"]["code"] == "request_too_large"
+        assert str(64 * 1024 * 1024) in resp.json()["error"]["message"]
 
 
 # --- failover: a second pair of proxies whose first upstream is a stopped Serve proxy ---------------
