@@ -18,13 +18,14 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
-	@# Debian packages: nftables and iproute2 (`raychat firewall`, the network-namespace tests), curl.
-	@missing=""; for p in nftables:nft iproute2:ip curl:curl; do \
+	@# Debian packages: nftables and iproute2 (`raychat firewall`, the network-namespace tests), curl,
+	@# chromium (the console's browser tests).
+	@missing=""; for p in nftables:nft iproute2:ip curl:curl chromium:chromium; do \
 		command -v $${p#*:} >/dev/null 2>&1 || missing="$$missing $${p%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
-		else echo "raychat: install these Debian packages as root:$$missing (firewall, network tests)"; fi; fi
+		else echo "raychat: install these Debian packages as root:$$missing (firewall, network and browser tests)"; fi; fi
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 ifeq ($(ENGINE),cpu)

@@ -319,6 +319,8 @@ def print_welcome(settings: Any, url: str) -> None:
 
     model = settings.llm.model_id
     print(f"\nraychat is up: {url}/v1  (OpenAI-compatible; model '{model}')\n")
+    if settings.console.enabled:
+        print(f"Web console: {url}/  (sign in with an API key or your organisation's token)\n")
     https = settings.https_url()
     if https is not None:
         from cluster import tls

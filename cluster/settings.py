@@ -26,6 +26,7 @@ from deployments.config import (
     AppConfig,
     AuthSettings,
     CacheSettings,
+    ConsoleSettings,
     GatewaySettings,
     LLMSettings,
     MetricsSettings,
@@ -186,6 +187,7 @@ class RaychatSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     llm: LLMSettings = Field(default_factory=LLMSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
@@ -296,6 +298,7 @@ class RaychatSettings(BaseSettings):
         return AppConfig(
             llm=self.llm,
             gateway=self.gateway,
+            console=self.console,
             knowledge=self.knowledge,
             redis=self.redis,
             sessions=self.sessions,

@@ -171,6 +171,19 @@ class GatewaySettings(Section):
     )
 
 
+class ConsoleSettings(Section):
+    """The web console at `/` (static files the gateway serves; it calls the same API as any client)."""
+
+    enabled: bool = True
+    content_security_policy: str = Field(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "
+        "object-src 'none'",
+        min_length=1,
+        description="sent on every response: no inline script, no framing",
+    )
+
+
 class PlacementSettings(Section):
     """Which Ray nodes run what, once the cluster has more than one."""
 
@@ -261,6 +274,10 @@ class SessionSettings(Section):
     message_overhead_tokens: int = Field(
         4, ge=0, description="chat-template tokens per message, added to its content's tokens"
     )
+    title_chars: int = Field(
+        80, ge=8, le=1000, description="a listed session's title: its first question, cut"
+    )
+    list_limit: int = Field(100, ge=1, le=10_000, description="sessions `GET /v1/sessions` lists at most")
 
 
 class CacheSettings(Section):
@@ -276,6 +293,8 @@ class MetricsSettings(Section):
 
     push_interval_s: float = Field(1.0, gt=0, description="how often a replica sends its deltas")
     replica_stale_s: float = Field(15, gt=0, description="a silent replica's gauges stop counting")
+    history_interval_s: float = Field(10, gt=0, description="the console's chart: one point this often")
+    history_window_s: float = Field(900, gt=0, description="the console's chart: this far back")
 
 
 Role = Literal["admin", "editor", "user"]
@@ -357,6 +376,7 @@ class AppConfig(Section):
 
     llm: LLMSettings = Field(default_factory=LLMSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)

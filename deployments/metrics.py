@@ -25,6 +25,7 @@ from prometheus_client.exposition import generate_latest
 from ray import serve
 
 from deployments.config import MetricsSettings
+from deployments.metrics_history import History, take
 
 log = logging.getLogger("raychat.metrics")
 
@@ -124,11 +125,15 @@ class MetricsRecorder:
 class MetricsState:
     """The cluster-wide sums; `render()` is the Prometheus text exposition."""
 
-    def __init__(self, stale_after_s: float) -> None:
+    def __init__(self, stale_after_s: float, history: History | None = None) -> None:
         self.stale_after_s = stale_after_s
         self.counters: dict[tuple[str, Labels], float] = defaultdict(float)
         self.histograms: dict[tuple[str, Labels], list[float]] = {}
         self.gauges: dict[str, tuple[float, dict[str, float]]] = {}  # replica -> (seen at, values)
+        defaults = MetricsSettings()
+        self.history = history or History(
+            defaults.history_interval_s, defaults.history_window_s, LATENCY_BUCKETS
+        )
 
     def push(
         self,
@@ -143,6 +148,8 @@ class MetricsState:
         for name, labels, values in histograms:
             add_series(self.histograms, (name, tuple(labels)), values)
         self.gauges[replica_id] = (time.monotonic() if now is None else now, dict(gauges))
+        if self.history.due():
+            self.history.add(take(self.counters, self.histograms, len(LATENCY_BUCKETS), time.time()))
 
     def gauge_total(self, name: str, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
@@ -154,6 +161,20 @@ class MetricsState:
         hits = self.counters.get(("raychat_question_cache_lookups", ("hit",)), 0.0)
         misses = self.counters.get(("raychat_question_cache_lookups", ("miss",)), 0.0)
         return hits / (hits + misses) if hits + misses else 0.0
+
+    def overview(self) -> dict[str, Any]:
+        """The console's cluster view: cache, requests in flight and the last minutes, per interval."""
+        hits = self.counters.get(("raychat_question_cache_lookups", ("hit",)), 0.0)
+        misses = self.counters.get(("raychat_question_cache_lookups", ("miss",)), 0.0)
+        return {
+            "cache": {
+                "hit_rate": round(self.hit_rate(), 4),
+                "hits": int(hits),
+                "lookups": int(hits + misses),
+            },
+            "in_flight": int(self.gauge_total("raychat_requests_in_flight")),
+            "series": {"interval_s": self.history.interval_s, "points": self.history.points()},
+        }
 
     def collect(self) -> list[Any]:
         families: list[Any] = []
@@ -203,7 +224,9 @@ class _Registry:
 @serve.deployment(name="Metrics", num_replicas=1, ray_actor_options={"num_cpus": 0})
 class MetricsAggregator:
     def __init__(self, settings: dict[str, Any]) -> None:
-        self.state = MetricsState(MetricsSettings.model_validate(settings).replica_stale_s)
+        parsed = MetricsSettings.model_validate(settings)
+        history = History(parsed.history_interval_s, parsed.history_window_s, LATENCY_BUCKETS)
+        self.state = MetricsState(parsed.replica_stale_s, history)
 
     def push(
         self,
@@ -216,3 +239,6 @@ class MetricsAggregator:
 
     def render(self) -> bytes:
         return self.state.render()
+
+    def overview(self) -> dict[str, Any]:
+        return self.state.overview()

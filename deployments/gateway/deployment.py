@@ -16,7 +16,7 @@ from pydantic.json_schema import models_json_schema
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.config import AppConfig
+from deployments.config import AppConfig, ConsoleSettings
 from deployments.gateway import middleware, services
 from deployments.gateway.answer_cache import QuestionCache
 from deployments.gateway.audit import AuditLog
@@ -31,7 +31,17 @@ from deployments.gateway.errors import install_error_handlers
 from deployments.gateway.ingestion_jobs import IngestionJobs
 from deployments.gateway.pipeline import Pipeline
 from deployments.gateway.redis_state import RedisState
-from deployments.gateway.routes import BODY_MODELS, admin, generation, health, knowledge, sessions
+from deployments.gateway.routes import (
+    BODY_MODELS,
+    admin,
+    console,
+    generation,
+    health,
+    knowledge,
+    me,
+    overview,
+    sessions,
+)
 from deployments.gateway.services import Services
 from deployments.gateway.sessions import SessionStore, TokenCounter
 from deployments.gateway.stages.authorize import Authorize
@@ -49,11 +59,12 @@ log.addFilter(middleware.TraceIdFilter())
 
 app = FastAPI(title="raychat", version="1", docs_url=None, redoc_url=None)
 install_error_handlers(app)
-for module in (health, generation, sessions, knowledge, admin):
+for module in (health, generation, sessions, knowledge, admin, me, overview, console):
     app.include_router(module.router)
 # The last added runs first: the route prefix (an upgrade's second colour) is taken off the path, every
-# request gets its trace id, version header and audit line, then a path with control characters is
-# refused, then the caller is authenticated and counted against its quota, then routing.
+# response gets the security headers, every request its trace id, version header and audit line, then a
+# path with control characters is refused, then the caller is authenticated and counted against its
+# quota, then routing.
 app.add_middleware(Authenticate, access=lambda: getattr(services.current(), "access", None))
 app.add_middleware(middleware.RefuseControlCharacters)
 app.add_middleware(
@@ -61,6 +72,14 @@ app.add_middleware(
     audit_log=lambda: getattr(services.current(), "audit", None),
     metrics=lambda: getattr(services.current(), "metrics", None),
     version=lambda: getattr(getattr(services.current(), "config", None), "version", None),
+)
+app.add_middleware(
+    middleware.SecurityHeaders,
+    policy=lambda: (
+        getattr(
+            getattr(services.current(), "config", None), "console", ConsoleSettings()
+        ).content_security_policy
+    ),
 )
 app.add_middleware(middleware.StripRoutePrefix)
 

@@ -1,5 +1,6 @@
-"""The gateway's ASGI middleware: a trace id for every request, the request counter, and the audit line
-for requests that no generation route audited itself (errors, knowledge-base routes)."""
+"""The gateway's ASGI middleware: a trace id for every request, the request counter, the audit line
+for requests that no generation route audited itself (errors, knowledge-base routes), and the security
+headers every response carries."""
 
 from __future__ import annotations
 
@@ -150,3 +151,33 @@ class RefuseControlCharacters:
             )
             return
         await self.inner(scope, receive, send)
+
+
+class SecurityHeaders:
+    """On every response (the console's page and the API alike): the Content-Security-Policy from
+    `console.content_security_policy` (no inline script, no framing), no MIME sniffing, no framing for
+    browsers that predate CSP, and no Referer sent anywhere from the console."""
+
+    FIXED = (
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+    )
+
+    def __init__(self, inner: Callable[..., Awaitable[None]], policy: Callable[[], str]) -> None:
+        self.inner = inner
+        self.policy = policy
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.inner(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.setdefault("headers", [])
+                headers.extend(self.FIXED)
+                headers.append((b"content-security-policy", self.policy().encode()))
+            await send(message)
+
+        await self.inner(scope, receive, send_with_headers)

@@ -8,6 +8,8 @@ bumps the version (never resets it), so an old LRU entry can never match a resta
 
 Every session belongs to the identity that created it: its keys carry the owner's hashed identity, so
 another identity asking for the same `session_id` finds nothing (404) and starts a conversation of its own.
+Each owner also has an index of its sessions (a sorted set by last turn, and a title per session: its
+first question) so that `GET /v1/sessions` lists them without scanning Redis; it expires with them.
 """
 
 from __future__ import annotations
@@ -79,14 +81,20 @@ class SessionStore:
             self._remember(lru_key, int(version), messages)
         return list(messages)
 
+    def _index_keys(self, owner: str, session_id: str) -> tuple[str, str]:
+        return self.redis.key("sessions", owner), self.redis.key("session", owner, session_id, "title")
+
     async def append(self, owner: str, session_id: str, messages: list[Message]) -> int:
         """Adds one turn's messages; returns the session's new version."""
         if not messages:
             return 0
         messages_key, version_key = self._keys(owner, session_id)
+        index_key, title_key = self._index_keys(owner, session_id)
         lru_key = f"{owner}:{session_id}"
         ttl, keep = self.settings.ttl_s, self.settings.max_stored_messages
         encoded = [json.dumps(m, ensure_ascii=False) for m in messages]
+        title = title_of(messages, self.settings.title_chars)
+        now = time.time()
 
         async def write(client: Any) -> list[Any]:
             async with client.pipeline(transaction=True) as pipe:
@@ -95,6 +103,11 @@ class SessionStore:
                 pipe.incr(version_key)
                 pipe.expire(messages_key, ttl)
                 pipe.expire(version_key, ttl)
+                pipe.zadd(index_key, {session_id: now})
+                pipe.zremrangebyscore(index_key, "-inf", now - ttl)  # sessions expired meanwhile
+                pipe.expire(index_key, ttl)
+                pipe.set(title_key, title, nx=True, ex=ttl)
+                pipe.expire(title_key, ttl)
                 return await pipe.execute()
 
         version = int((await self.redis.run(write))[2])
@@ -122,8 +135,53 @@ class SessionStore:
                 return await pipe.execute()
 
         existed = bool((await self.redis.run(drop))[0])
+        index_key, title_key = self._index_keys(owner, session_id)
+        await self.redis.run(lambda c: c.zrem(index_key, session_id))
+        await self.redis.run(lambda c: c.delete(title_key))
         self._lru.pop(f"{owner}:{session_id}", None)
         return existed
+
+    async def listed(self, owner: str, limit: int) -> list[dict[str, Any]]:
+        """The owner's sessions, the most recent turn first: id, title, last turn (unix s), messages."""
+        index_key = self.redis.key("sessions", owner)
+        newest = time.time()
+        ids = await self.redis.run(
+            lambda c: c.zrevrangebyscore(
+                index_key, "+inf", newest - self.settings.ttl_s, start=0, num=limit, withscores=True
+            )
+        )
+        if not ids:
+            return []
+
+        async def details(client: Any) -> list[Any]:
+            async with client.pipeline(transaction=False) as pipe:
+                for session_id, _ in ids:
+                    pipe.get(self._index_keys(owner, session_id)[1])
+                    pipe.llen(self._keys(owner, session_id)[0])
+                return await pipe.execute()
+
+        found = await self.redis.run(details)
+        return [
+            {
+                "id": sid,
+                "object": "session",
+                "title": found[2 * i] or sid,
+                "updated_at": score,
+                "messages": int(found[2 * i + 1]),
+            }
+            for i, (sid, score) in enumerate(ids)
+            if found[2 * i + 1]  # a session whose messages expired is not listed
+        ]
+
+
+def title_of(messages: list[Message], chars: int) -> str:
+    """A session's title: its first question, on one line, cut to `chars`."""
+    for message in messages:
+        content = message.get("content")
+        if message.get("role") == "user" and isinstance(content, str) and content.strip():
+            line = " ".join(content.split())
+            return line if len(line) <= chars else line[: chars - 1] + "…"
+    return ""
 
 
 # --- the context window ----------------------------------------------------------------------------

@@ -138,6 +138,8 @@ ROUTES: list[Route] = [
     ("POST", "/v1/knowledge_bases/{kb}/search", _search, expect(404, 200, 200, 200)),
     ("DELETE", "/v1/knowledge_bases/{kb}", _none, expect(404, 403, 403, 0)),  # 0: the admin keeps it
     ("DELETE", "/v1/knowledge_bases/{spare}", _none, expect(404, 404, 404, 200)),
+    ("GET", "/v1/me", _none, expect(200, 200, 200, 200)),
+    ("GET", "/v1/sessions", _none, expect(200, 200, 200, 200)),
     ("GET", "/v1/sessions/never-made", _none, expect(404, 404, 404, 404)),
     ("DELETE", "/v1/sessions/never-made", _none, expect(404, 404, 404, 404)),
     ("GET", "/v1/admin/keys", _none, expect(403, 403, 403, 200)),
@@ -145,6 +147,7 @@ ROUTES: list[Route] = [
     ("GET", "/v1/admin/keys/{throwaway}", _none, expect(403, 403, 403, 200)),
     ("PATCH", "/v1/admin/keys/{throwaway}", _patch_body, expect(403, 403, 403, 200)),
     ("DELETE", "/v1/admin/keys/{throwaway}", _none, expect(403, 403, 403, 200)),
+    ("GET", "/v1/admin/cluster", _none, expect(403, 403, 403, 200)),
     ("GET", "/metrics", _none, expect(403, 403, 403, 200)),
 ]
 
@@ -220,11 +223,15 @@ def test_cached_knowledge_answer_only_for_granted(stack: Stack, world: World) ->
         "temperature": 0,
         "knowledge_base": world.kb,
     }
-    for _ in range(2):
+    # The cache is best effort (a Redis call slower than redis.socket_timeout_s is a miss, as on a busy
+    # CI machine): ask until the answer comes from it, a few times at most.
+    for _ in range(4):
         first = call(
             f"{stack.url}/v1/chat/completions", "POST", world.credentials["user with grant"], json=body
         )
         assert first.status_code == 200
+        if first.headers["x-cache"] == "hit":
+            break
     assert first.headers["x-cache"] == "hit"
     refused = call(
         f"{stack.url}/v1/chat/completions", "POST", world.credentials["user without grant"], json=body

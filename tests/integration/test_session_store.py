@@ -60,6 +60,25 @@ def test_two_replicas_never_serve_a_stale_context(server: ValkeyServer) -> None:
     asyncio.run(scenario())
 
 
+def test_sessions_are_listed_to_their_owner_newest_first(server: ValkeyServer) -> None:
+    async def scenario() -> None:
+        store = SessionStore(redis_state(server), SessionSettings(title_chars=12))
+        await store.append(OWNER, "older", [user("  what is\n the  vault combination?"), user("x")])
+        await asyncio.sleep(0.01)
+        await store.append(OWNER, "newer", [user("second")])
+        await store.append("b" * 64, "theirs", [user("not yours")])
+        listed = await store.listed(OWNER, limit=10)
+        assert [s["id"] for s in listed] == ["newer", "older"]
+        assert listed[1]["title"] == "what is the\u2026" and listed[1]["messages"] == 2
+        await store.append(OWNER, "older", [user("a later question")])  # the title stays the first one
+        listed = await store.listed(OWNER, limit=1)
+        assert [(s["id"], s["title"]) for s in listed] == [("older", "what is the\u2026")]
+        assert await store.delete(OWNER, "older")
+        assert [s["id"] for s in await store.listed(OWNER, limit=10)] == ["newer"]
+
+    asyncio.run(scenario())
+
+
 def test_session_expires_and_trims(server: ValkeyServer) -> None:
     async def scenario() -> None:
         store = SessionStore(redis_state(server), SessionSettings(ttl_s=1, max_stored_messages=4))

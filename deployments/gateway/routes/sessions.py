@@ -1,4 +1,4 @@
-"""`/v1/sessions/{id}`: a conversation's stored messages, and deleting it."""
+"""`/v1/sessions`: the caller's conversations; `/v1/sessions/{id}`: one's stored messages, and deleting it."""
 
 from __future__ import annotations
 
@@ -23,6 +23,15 @@ def _not_found(session_id: str) -> APIError:
 
 async def _session_call(call: Awaitable[T]) -> T:
     return await redis_backed(call, "session store", "session_store_unavailable")
+
+
+@router.get("/v1/sessions", responses=ERRORS)
+async def list_sessions(request: Request) -> dict[str, Any]:
+    """The caller's own conversations, the most recent first (no other identity's are ever listed)."""
+    svc = services.of(request)
+    owner = identity_of(request.scope.get("state")).hashed
+    listed = await _session_call(svc.sessions.listed(owner, svc.config.sessions.list_limit))
+    return {"object": "list", "data": listed}
 
 
 @router.get("/v1/sessions/{session_id}", response_model=Session, responses=ERRORS)
