@@ -46,12 +46,30 @@ def read_pid(run_dir: Path, name: str) -> int | None:
     pid, started = int(record["pid"]), float(record["create_time"])
     try:
         proc = psutil.Process(pid)
-        # A reused pid belongs to another process: compare start times.
-        if abs(proc.create_time() - started) < 1 and proc.status() != psutil.STATUS_ZOMBIE:
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        # A reused pid belongs to another process: compare start times. The kernel's start time in ticks
+        # since boot is exact; psutil's create_time adds the boot time as the wall clock now reads it, and
+        # a virtual machine's clock can be stepped (paused and resumed), which once made `down` forget a
+        # running stack.
+        ticks = record.get("start_ticks")
+        if ticks is not None and start_ticks(pid) is not None:
+            return pid if start_ticks(pid) == int(ticks) else None
+        if abs(proc.create_time() - started) < 1:
             return pid
     except psutil.NoSuchProcess:
         pass
     return None
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat, field 22); None off Linux."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces: count fields after its end.
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
 
 
 def is_running(run_dir: Path, name: str) -> bool:
@@ -79,7 +97,12 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
         )
-    record = {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "argv": list(argv)}
+    record = {
+        "pid": proc.pid,
+        "create_time": psutil.Process(proc.pid).create_time(),
+        "start_ticks": start_ticks(proc.pid),
+        "argv": list(argv),
+    }
     pid_file(run_dir, name).write_text(json.dumps(record))
     return proc.pid
 
@@ -112,14 +135,36 @@ def end_processes(procs: list[psutil.Process], *, grace_s: float) -> list[psutil
                 proc.terminate()
             except psutil.NoSuchProcess:
                 pass
-        _, alive = psutil.wait_procs(procs, timeout=grace_s)
+        alive = _wait_gone(procs, grace_s)
     for proc in alive:
         try:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(alive, timeout=10)
-    return alive
+    return _wait_gone(alive, 10)
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Waits until each process has exited or is a zombie (dead; only its parent, which may not be us,
+    can reap it: psutil's own wait would sit out the whole timeout on one); returns the others."""
+
+    def living() -> list[psutil.Process]:
+        out = []
+        for proc in procs:
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    out.append(proc)
+                elif proc.ppid() == os.getpid():
+                    proc.wait(timeout=0)  # our own child: reap it
+            except (psutil.NoSuchProcess, psutil.TimeoutExpired, ChildProcessError):
+                continue
+        return out
+
+    try:
+        wait_until(lambda: not living(), timeout_s=timeout, interval_s=0.1, what="processes to exit")
+    except WaitTimeout:
+        pass
+    return living()
 
 
 def stop(run_dir: Path, name: str, *, timeout: float = 20.0) -> bool:

@@ -72,6 +72,9 @@ TEST_ENV = {
     "RAYCHAT_AUTH__JWT__ROLE_MAP": '{"raychat-admins": "admin", "raychat-editors": "editor", '
     '"raychat-users": "user"}',
     "HF_HUB_OFFLINE": "1",
+    # Ray drains a node for up to 30 s on SIGTERM so Serve can move replicas off it; every stop in the
+    # suite ends the whole test cluster (a lost node is killed, not stopped), so nothing needs it.
+    "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
 }

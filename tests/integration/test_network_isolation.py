@@ -292,7 +292,7 @@ def test_each_plane_holds_across_hosts(stack: Stack, lab: netlab.Lab, tmp_path: 
             "--disable-usage-stats",
         ]
         try:
-            intruder = lab.run("worker", *argv, env=intruder_env, timeout=150)
+            intruder = lab.run("worker", *argv, env=intruder_env, timeout=45)
             said = intruder.stdout + intruder.stderr
             seen["intruder"] = {"returncode": intruder.returncode, "said": said[-600:]}
             assert intruder.returncode != 0, said[-3000:]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -57,3 +58,17 @@ def test_kill_now_ends_the_whole_session_without_grace(tmp_path: Path) -> None:
         assert proc is None or not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
     assert not processes.pid_file(tmp_path, "node").exists()
     assert processes.kill_now(tmp_path, "node") == 0
+
+
+def test_a_stepped_clock_does_not_lose_a_running_service(tmp_path: Path) -> None:
+    """A virtual machine's wall clock can jump (pause, resume): the record still names the process by its
+    start in ticks since boot, so `down` finds what `up` started."""
+    pid = processes.spawn(tmp_path, "svc", [sys.executable, "-c", PARENT], log_file=tmp_path / "svc.log")
+    path = processes.pid_file(tmp_path, "svc")
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps(record | {"create_time": record["create_time"] - 3600}))
+    assert processes.read_pid(tmp_path, "svc") == pid
+    path.write_text(json.dumps(record | {"start_ticks": record["start_ticks"] + 1}))
+    assert processes.read_pid(tmp_path, "svc") is None  # another process with the same pid
+    path.write_text(json.dumps(record))
+    assert processes.stop(tmp_path, "svc", timeout=5)
