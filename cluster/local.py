@@ -80,9 +80,14 @@ def connect(settings: RaychatSettings) -> None:
 
 def _config_digest(app_config: dict[str, Any]) -> str:
     code = hashlib.sha256()
-    # Every module the app runs, subpackages (deployments/gateway/...) included.
+    # Every module the app runs, subpackages (deployments/gateway/...) included, and the console's files.
+    console = (project_root() / "deployments" / "gateway" / "console" / "static").glob("*")
     for path in sorted(
-        [*(project_root() / "deployments").rglob("*.py"), *(project_root() / "knowledge").rglob("*.py")]
+        [
+            *(project_root() / "deployments").rglob("*.py"),
+            *(project_root() / "knowledge").rglob("*.py"),
+            *(p for p in console if p.is_file()),
+        ]
     ):
         code.update(path.read_bytes())
     code.update(json.dumps(app_config, sort_keys=True).encode())
