@@ -22,8 +22,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from deployments.config import AuthSettings
+from tests import jwt_keys
 from tests.conftest import TEST_ENV, Stack
-from tests.integration.identity_helpers import call
+from tests.integration.identity_helpers import call, make_key
 
 DATA = Path(TEST_ENV["RAYCHAT_DATA_DIR"])
 OUTPUT = DATA / "output" / "console"
@@ -246,6 +247,41 @@ def test_admin_makes_a_user_key_that_sees_only_its_grant_then_revokes_it(
     no_script_ran(user)
     user.close()
     admin.close()
+
+
+def test_the_organisations_token_signs_in_with_its_groups_and_grants(
+    browser: Browser, stack: Stack, jwt_issuer: jwt_keys.Issuer
+) -> None:
+    token = jwt_issuer.token("carol", groups=["raychat-editors"], kbs=[STATE["kb"]])
+    page = open_console(browser, stack, token)
+    expect(page.locator("#whoami")).to_contain_text("editor")
+    expect(page.locator('[data-tab="knowledge"]')).to_be_visible()
+    expect(page.locator('[data-tab="admin"]')).to_be_hidden()
+    page.click('[data-tab="knowledge"]')
+    expect(page.locator(".kb-item")).to_have_count(1)
+    expect(page.locator(f'.kb-item[data-kb="{STATE["kb"]}"]')).to_be_visible()
+    expect(page.locator("#kb-create")).to_be_hidden()  # creating knowledge bases is an admin's
+    screenshot(page, "editor-by-organisation-token")
+    no_script_ran(page)
+    page.close()
+
+
+def test_a_rate_limit_reads_as_a_sentence_and_the_console_goes_on(browser: Browser, stack: Stack) -> None:
+    key = make_key(stack, "user", [STATE["kb"]], rpm=4)
+    page = open_console(browser, stack, key.key)
+    notice = page.locator("#notice")
+    for attempt in range(6):  # the sign-in's own calls count too: the limit is reached within a few
+        page.fill("#chat-input", f"Question {attempt}?")
+        page.click("#chat-send")
+        expect(page.locator("#chat-send")).to_be_enabled(timeout=ANSWER_TIMEOUT_MS)
+        if "Rate limit" in (notice.text_content() or ""):
+            break
+    expect(notice).to_contain_text("Rate limit reached")
+    assert '{"error"' not in notice.inner_text()
+    expect(page.locator("#chat-input")).to_be_editable()
+    screenshot(page, "rate-limited")
+    no_script_ran(page)
+    page.close()
 
 
 def test_cluster_at_a_glance(browser: Browser, stack: Stack) -> None:
