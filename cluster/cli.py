@@ -77,7 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--output", required=True, help="JSONL answers; an existing file is resumed")
     batch.add_argument("--knowledge-base", help="answer with context from this knowledge base")
     batch.add_argument("--limit", help="only the first N rows of the input")
-    batch.add_argument("--batch-size", help="rows per engine batch (default 16)")
+    batch.add_argument(
+        "--engine",
+        choices=("auto", "serve", "dedicated"),
+        help="serve: the running LLM deployment; dedicated: an engine of its own; auto: by size and room",
+    )
+    batch.add_argument("--batch-size", help="rows per dedicated-engine batch (batch.dedicated_batch_size)")
     batch.add_argument("--concurrency", help="vLLM engine replicas (default 1)")
     load = sub.add_parser("loadtest", help="the Locust suite, headless, through an entry point")
     load.add_argument("--tier", choices=["1", "2", "3"], default="1")
@@ -201,6 +206,7 @@ def _run(args: argparse.Namespace, settings: object) -> int:
         argv = ["--input", args.input, "--output", args.output]
         for flag, value in (
             ("--knowledge-base", args.knowledge_base),
+            ("--engine", args.engine),
             ("--limit", args.limit),
             ("--batch-size", args.batch_size),
             ("--concurrency", args.concurrency),

@@ -46,7 +46,7 @@ def _api(app_name: str, knowledge: KnowledgeSettings) -> Any:
 _LOOP: asyncio.AbstractEventLoop | None = None
 
 
-def _run_on_own_loop(coro: Any) -> Any:
+def run_on_own_loop(coro: Any) -> Any:
     """`coro` on one event loop kept for the process. Serve's handles bind their router to the loop that
     first used them, so after `asyncio.run()` closed its loop a second call in the same process (a
     benchmark ingesting twice) failed with 'Event loop is closed'."""
@@ -136,7 +136,7 @@ def ingest_paths(
         return results
 
     timing: dict[str, Any] = {}
-    results = _run_on_own_loop(run())
+    results = run_on_own_loop(run())
     print(file=sys.stderr)
     summary: dict[str, Any] = {"ingested": 0, "unchanged": 0, "failed": 0, "chunks": 0}
     for result in results:

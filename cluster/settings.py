@@ -157,6 +157,28 @@ class ServeSettings(Section):
         return env
 
 
+class BatchSettings(Section):
+    """Batch jobs (`cluster/jobs/batch_chat.py`): which engine answers a job, and how hard it may push."""
+
+    engine: Literal["auto", "serve", "dedicated"] = Field(
+        "auto",
+        description="serve: the running LLM deployment; dedicated: an engine of the job's own (Ray Data); "
+        "auto: dedicated from dedicated_min_rows rows when there is room for it, else serve",
+    )
+    dedicated_min_rows: int = Field(
+        500,
+        ge=1,
+        description="rows from which a dedicated engine pays for its start (a minute or more on CPU)",
+    )
+    serve_max_in_flight: int = Field(
+        4, ge=1, description="a job's requests in flight at the running deployment: online users go first"
+    )
+    dedicated_batch_size: int = Field(64, ge=1, description="rows per batch of the dedicated engine")
+    dedicated_max_num_seqs: int = Field(
+        128, ge=1, description="the dedicated engine's max_num_seqs: offline work wants large batches"
+    )
+
+
 class IngressSettings(Section):
     """Reverse proxies in front of the Serve HTTP proxy."""
 
@@ -202,6 +224,7 @@ class RaychatSettings(BaseSettings):
     tls: TLSSettings = Field(default_factory=TLSSettings)
     firewall: FirewallSettings = Field(default_factory=FirewallSettings)
     upgrade: UpgradeSettings = Field(default_factory=UpgradeSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
 
     @field_validator("data_dir")
     @classmethod

@@ -1,14 +1,20 @@
-"""Batch chat: answer a JSONL file of OpenAI-style chat requests with Ray Data's vLLM processor.
+"""Batch chat: answer a JSONL file of OpenAI-style chat requests, on the running LLM deployment or on an
+engine of the job's own (Ray Data's vLLM processor).
 
     python cluster/jobs/batch_chat.py --input prompts.jsonl --output answers.jsonl \\
-        [--knowledge-base NAME] [--config raychat.yaml] [--limit N]
+        [--engine auto|serve|dedicated] [--knowledge-base NAME] [--config raychat.yaml] [--limit N]
+
+`--engine auto` (the default, `batch.engine`) sends a job of fewer than `batch.dedicated_min_rows` rows to the
+running deployment (`cluster/jobs/engines.py`: no engine to start, answers in seconds) and a larger one to a
+dedicated engine when the cluster has room for it; the summary says which and why.
 
 Also as `raychat batch ...`, `ray submit ray-cluster.yaml cluster/jobs/batch_chat.py -- ...` and
 `ray job submit --working-dir . -- python cluster/jobs/batch_chat.py ...` (there, give --output as an
 absolute path: the working dir is a temporary copy). The engine is built like the Serve app's (same model
 directory, engine kwargs, environment, CPU bundle) but is an engine of its own, so it needs free CPU/GPU
-next to the running replicas. Rows are checked, templated and tokenized in the driver, so a bad row becomes
-an error line instead of failing the job; a rerun with the same --output skips the rows already answered.
+next to the running replicas. Rows are checked (and for a dedicated engine templated and tokenized) in the
+driver, so a bad row becomes an error line instead of failing the job; a rerun with the same --output skips
+the rows already answered.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any
 
 from cluster import local
 from cluster.ingress import routing
-from cluster.jobs import batch_rows
+from cluster.jobs import batch_rows, engines
 from cluster.jobs.batch_rows import ChatRow
 from cluster.model_store import ModelStoreError, resolve_model
 from cluster.settings import RaychatSettings, SettingsError, load_settings
@@ -75,13 +81,14 @@ def connect(settings: RaychatSettings) -> None:
 def build_chat_processor(
     settings: RaychatSettings, model_path: Path, batch_size: int, *, concurrency: int = 1
 ) -> Any:
-    """Ray Data's vLLM processor, configured as the Serve app's engine (deployments/llm.py)."""
+    """Ray Data's vLLM processor, configured as the Serve app's engine (deployments/llm.py), with the
+    sequence budget of offline work (`batch.dedicated_max_num_seqs`): nobody waits on one answer."""
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     from deployments.config import temp_dir
     from deployments.llm import engine_env, engine_kwargs
 
-    llm = settings.llm
+    llm = settings.llm.model_copy(update={"max_num_seqs": settings.batch.dedicated_max_num_seqs})
     for sub in ("cache/vllm", "cache/torchinductor", "cache/triton"):
         (settings.data_dir / sub).mkdir(parents=True, exist_ok=True)
     temp_dir(settings.data_dir).mkdir(parents=True, exist_ok=True)
@@ -226,27 +233,53 @@ def run(args: argparse.Namespace, settings: RaychatSettings) -> dict[str, Any]:
         )
     plan = batch_rows.plan_run(rows, batch_rows.load_previous(output))
     results: dict[str, dict[str, Any]] = {}
+    choice = engines.Choice("serve", "nothing to answer")
     try:
         if plan.to_run:
             connect(settings)
+            import ray
+
+            # One event loop for every Serve call of the job: handles bind to the loop that used them first.
+            from cluster.kb import run_on_own_loop
+
+            choice = engines.choose(
+                args.engine or settings.batch.engine, len(plan.to_run), settings, ray.available_resources
+            )
+            print(f"engine: {choice.engine} ({choice.reason})", file=sys.stderr)
             todo = plan.to_run
             sources: dict[str, list[dict[str, Any]]] = {}
             if args.knowledge_base:
-                todo, sources, failed = asyncio.run(_retrieve(settings, args.knowledge_base, todo))
+                todo, sources, failed = run_on_own_loop(_retrieve(settings, args.knowledge_base, todo))
                 results.update(failed)
-            model_path = resolve_model(
-                settings.llm.model_source,
-                settings.data_dir / "models",
-                expected_sha256=settings.llm.model_sha256,
-                weights=settings.llm.weights,
+            if choice.engine == "serve":
+                progress = Progress("generation (running deployment)", len(todo))
+
+                def done(record: dict[str, Any]) -> None:
+                    results[record["custom_id"]] = record
+                    progress.step()
+
+                rag_sources = sources if args.knowledge_base else None
+                run_on_own_loop(engines.serve_generate(settings, todo, rag_sources, done))
+                progress.close()
+                todo = []
+            model_path = (
+                None
+                if not todo
+                else resolve_model(
+                    settings.llm.model_source,
+                    settings.data_dir / "models",
+                    expected_sha256=settings.llm.model_sha256,
+                    weights=settings.llm.weights,
+                )
             )
-            ready, failed = _prompts(settings, model_path, todo)
+            ready, failed = _prompts(settings, model_path, todo) if model_path is not None else ([], {})
             results.update(failed)
-            if ready:
+            if ready and model_path is not None:
                 by_id = {row.custom_id: row for row, _ in ready}
                 items = [batch_rows.engine_item(row, ids) for row, ids in ready]
                 progress = Progress("generation", len(items))
-                for out in _generate(settings, model_path, items, args.batch_size, args.concurrency):
+                batch_size = args.batch_size or settings.batch.dedicated_batch_size
+                for out in _generate(settings, model_path, items, batch_size, args.concurrency):
                     row = by_id[str(out["custom_id"])]
                     results[row.custom_id] = batch_rows.engine_record(
                         row,
@@ -260,7 +293,8 @@ def run(args: argparse.Namespace, settings: RaychatSettings) -> dict[str, Any]:
     finally:
         # Also after a crash or Ctrl-C: whatever was answered is kept, and the next run resumes from it.
         batch_rows.write_jsonl_atomic(output, batch_rows.assemble(plan, results))
-    return batch_rows.summarize(plan, results, time.monotonic() - started)
+    summary = batch_rows.summarize(plan, results, time.monotonic() - started)
+    return {**summary, "engine": choice.engine, "engine_reason": choice.reason}
 
 
 def _positive(text: str) -> int:
@@ -278,7 +312,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="YAML settings file (default: $RAYCHAT_CONFIG or ./raychat.yaml)")
     parser.add_argument("--profile", help="settings profile: cpu, gpu, tier1, tier2, tier3")
     parser.add_argument("--limit", type=_positive, help="only the first N rows of the input")
-    parser.add_argument("--batch-size", type=_positive, default=16, help="rows per engine batch")
+    parser.add_argument(
+        "--engine",
+        choices=("auto", "serve", "dedicated"),
+        help="serve: the running LLM deployment; dedicated: an engine of the job's own; auto (batch.engine)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive,
+        help="rows per batch of a dedicated engine (batch.dedicated_batch_size)",
+    )
     parser.add_argument(
         "--concurrency", type=_positive, default=1, help="vLLM engine replicas (autoscaled 1..N)"
     )

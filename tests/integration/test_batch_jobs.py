@@ -1,6 +1,7 @@
-"""Batch jobs against the running test cluster: batch chat with Ray Data's vLLM processor (bad rows kept,
-resume skips answered rows, retrieval with --knowledge-base), and batch ingestion — run the ways users run
-them (the script itself, and `ray job submit`)."""
+"""Batch jobs against the running test cluster: batch chat on the running LLM deployment (a small job:
+`--engine auto` picks it) and on a dedicated engine (Ray Data's vLLM processor), bad rows kept, resume skips
+answered rows, retrieval with --knowledge-base, and batch ingestion — run the ways users run them (the
+script itself, and `ray job submit`)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,8 @@ def test_batch_chat_records_bad_rows_and_resumes(stack: Stack, tmp_path: Path) -
         subprocess.run(job, cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=900)
     )
     assert first["answered"] == 2 and first["errors"] == 2
+    # Two rows: the running deployment answers them, and the summary says why.
+    assert first["engine"] == "serve" and "dedicated_min_rows" in str(first["engine_reason"])
     out = read_output(answers)
     assert set(out) == {"a", "b", "line-3", "empty"}
     for cid in ("a", "b"):
@@ -130,6 +133,9 @@ def test_batch_ingest_then_batch_chat_with_retrieval_via_ray_job_submit(stack: S
             str(answers),
             "--knowledge-base",
             kb,
+            # An engine of the job's own, as a large job gets it: its start, its batches, its answers.
+            "--engine",
+            "dedicated",
         ],
         cwd=ROOT,
         env=with_token,
@@ -142,4 +148,6 @@ def test_batch_ingest_then_batch_chat_with_retrieval_via_ray_job_submit(stack: S
     response = record["response"]
     assert isinstance(response, dict)
     assert [s["document"] for s in response["sources"]][:1] == ["pumps.txt"]
+    summary = json.loads(next(x for x in reversed(submit.stdout.splitlines()) if x.startswith('{"rows"')))
+    assert summary["engine"] == "dedicated" and summary["answered"] == 1
     stack.http.delete(f"{stack.url}/v1/knowledge_bases/{kb}", timeout=30)

@@ -1,0 +1,46 @@
+"""Which engine a batch job gets: the running deployment for small jobs, a dedicated one for large jobs
+that fit beside it."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.jobs import engines
+from cluster.settings import RaychatSettings
+
+
+def _never() -> dict[str, float]:
+    raise AssertionError("a small job must not ask the cluster for its free resources")
+
+
+@pytest.fixture
+def settings() -> RaychatSettings:
+    return RaychatSettings.model_validate({"batch": {"dedicated_min_rows": 100}})
+
+
+def test_a_small_job_goes_to_the_running_deployment(settings: RaychatSettings) -> None:
+    choice = engines.choose("auto", 4, settings, _never)
+    assert (
+        choice.engine == "serve" and "4 rows" in choice.reason and "dedicated_min_rows (100)" in choice.reason
+    )
+
+
+def test_a_large_job_gets_its_own_engine_only_when_there_is_room(settings: RaychatSettings) -> None:
+    roomy = engines.choose("auto", 1000, settings, lambda: {"CPU": 3.0})
+    assert roomy.engine == "dedicated" and "3 CPU free" in roomy.reason
+    full = engines.choose("auto", 1000, settings, lambda: {"CPU": 0.5})
+    assert full.engine == "serve" and "only 0.5 CPU free" in full.reason
+
+
+def test_on_gpus_room_means_free_gpus_for_the_tensor_parallel_group() -> None:
+    gpu = RaychatSettings.model_validate(
+        {"profile": "gpu", "llm": {"accelerator": "gpu", "tensor_parallel_size": 2}}
+    )
+    assert engines.room_for_dedicated(gpu, {"GPU": 2.0, "CPU": 0.0})[0]
+    fits, why = engines.room_for_dedicated(gpu, {"GPU": 1.0, "CPU": 64.0})
+    assert not fits and why == "only 1 GPU free, a dedicated engine needs 2"
+
+
+def test_asking_for_an_engine_is_obeyed(settings: RaychatSettings) -> None:
+    assert engines.choose("dedicated", 1, settings, _never).engine == "dedicated"
+    assert engines.choose("serve", 10**6, settings, _never).engine == "serve"
