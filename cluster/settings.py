@@ -174,6 +174,12 @@ class BatchSettings(Section):
         4, ge=1, description="a job's requests in flight at the running deployment: online users go first"
     )
     dedicated_batch_size: int = Field(64, ge=1, description="rows per batch of the dedicated engine")
+    chunk_rows: int = Field(
+        20_000,
+        ge=1,
+        description="input rows read and answered at a time: a job's memory is bounded by this, not by its "
+        "file (a dedicated engine starts once per chunk)",
+    )
     dedicated_max_num_seqs: int = Field(
         128, ge=1, description="the dedicated engine's max_num_seqs: offline work wants large batches"
     )

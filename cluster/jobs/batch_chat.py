@@ -30,12 +30,12 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from cluster import local
 from cluster.ingress import routing
-from cluster.jobs import batch_rows, engines
+from cluster.jobs import batch_rows, batch_stream, engines
 from cluster.jobs.batch_rows import ChatRow
 from cluster.model_store import ModelStoreError, resolve_model
 from cluster.settings import RaychatSettings, SettingsError, load_settings
@@ -222,79 +222,107 @@ def _generate(
     yield from processor(ray.data.from_items(items)).iter_rows()
 
 
+class _Job:
+    """What answering needs once the first row to answer appears: the cluster, the engine chosen for the
+    job's size, and for a dedicated engine the model directory."""
+
+    def __init__(self, args: argparse.Namespace, settings: RaychatSettings, to_answer: int) -> None:
+        connect(settings)
+        import ray
+
+        # One event loop for every Serve call of the job: handles bind to the loop that used them first.
+        from cluster.kb import run_on_own_loop
+
+        self.args, self.settings, self.run_on_loop = args, settings, run_on_own_loop
+        self.choice = engines.choose(
+            args.engine or settings.batch.engine, to_answer, settings, ray.available_resources
+        )
+        print(f"engine: {self.choice.engine} ({self.choice.reason})", file=sys.stderr)
+        self.model_path: Path | None = None
+
+    def answer(self, rows: list[ChatRow], emit: Callable[[dict[str, Any]], None]) -> None:
+        """Every row's output line goes to `emit` as it finishes."""
+        settings, kb = self.settings, self.args.knowledge_base
+        sources: dict[str, list[dict[str, Any]]] | None = None
+        if kb:
+            rows, sources, failed = self.run_on_loop(_retrieve(settings, kb, rows))
+            for record in failed.values():
+                emit(record)
+        if self.choice.engine == "serve":
+            self.run_on_loop(engines.serve_generate(settings, rows, sources, emit))
+            return
+        if self.model_path is None:
+            self.model_path = resolve_model(
+                settings.llm.model_source,
+                settings.data_dir / "models",
+                expected_sha256=settings.llm.model_sha256,
+                weights=settings.llm.weights,
+            )
+        ready, failed = _prompts(settings, self.model_path, rows)
+        for record in failed.values():
+            emit(record)
+        if not ready:
+            return
+        by_id = {row.custom_id: row for row, _ in ready}
+        items = [batch_rows.engine_item(row, ids) for row, ids in ready]
+        batch_size = self.args.batch_size or settings.batch.dedicated_batch_size
+        for out in _generate(settings, self.model_path, items, batch_size, self.args.concurrency):
+            row = by_id[str(out["custom_id"])]
+            emit(
+                batch_rows.engine_record(
+                    row,
+                    out,
+                    model_id=settings.llm.model_id,
+                    max_model_len=settings.llm.max_model_len,
+                    sources=sources.get(row.custom_id) if sources is not None else None,
+                )
+            )
+
+
 def run(args: argparse.Namespace, settings: RaychatSettings) -> dict[str, Any]:
-    started = time.monotonic()
+    """Reads the input in chunks of `batch.chunk_rows`, answers each chunk's rows that the output does
+    not hold yet, and appends every output line as its row finishes (`batch_stream`)."""
     source, output = Path(args.input), Path(args.output)
     if not source.is_file():
         raise JobError(f"{source}: no such file")
+    answered_before = batch_stream.answered_ids_kept(output)
     with source.open(encoding="utf-8", errors="replace") as fh:
-        rows = batch_rows.read_rows(
-            fh, model_id=settings.llm.model_id, rag=bool(args.knowledge_base), limit=args.limit
-        )
-    plan = batch_rows.plan_run(rows, batch_rows.load_previous(output))
-    results: dict[str, dict[str, Any]] = {}
-    choice = engines.Choice("serve", "nothing to answer")
+        total = batch_stream.count_rows(fh, args.limit)
+    tally = batch_stream.Tally(total)
+    writer = batch_stream.OutputWriter(output)
+    job: _Job | None = None
+
+    def emit(record: dict[str, Any]) -> None:
+        writer.write(record)
+        tally.add(record)
+
     try:
-        if plan.to_run:
-            connect(settings)
-            import ray
-
-            # One event loop for every Serve call of the job: handles bind to the loop that used them first.
-            from cluster.kb import run_on_own_loop
-
-            choice = engines.choose(
-                args.engine or settings.batch.engine, len(plan.to_run), settings, ray.available_resources
-            )
-            print(f"engine: {choice.engine} ({choice.reason})", file=sys.stderr)
-            todo = plan.to_run
-            sources: dict[str, list[dict[str, Any]]] = {}
-            if args.knowledge_base:
-                todo, sources, failed = run_on_own_loop(_retrieve(settings, args.knowledge_base, todo))
-                results.update(failed)
-            if choice.engine == "serve":
-                progress = Progress("generation (running deployment)", len(todo))
-
-                def done(record: dict[str, Any]) -> None:
-                    results[record["custom_id"]] = record
-                    progress.step()
-
-                rag_sources = sources if args.knowledge_base else None
-                run_on_own_loop(engines.serve_generate(settings, todo, rag_sources, done))
-                progress.close()
-                todo = []
-            model_path = (
-                None
-                if not todo
-                else resolve_model(
-                    settings.llm.model_source,
-                    settings.data_dir / "models",
-                    expected_sha256=settings.llm.model_sha256,
-                    weights=settings.llm.weights,
-                )
-            )
-            ready, failed = _prompts(settings, model_path, todo) if model_path is not None else ([], {})
-            results.update(failed)
-            if ready and model_path is not None:
-                by_id = {row.custom_id: row for row, _ in ready}
-                items = [batch_rows.engine_item(row, ids) for row, ids in ready]
-                progress = Progress("generation", len(items))
-                batch_size = args.batch_size or settings.batch.dedicated_batch_size
-                for out in _generate(settings, model_path, items, batch_size, args.concurrency):
-                    row = by_id[str(out["custom_id"])]
-                    results[row.custom_id] = batch_rows.engine_record(
-                        row,
-                        out,
-                        model_id=settings.llm.model_id,
-                        max_model_len=settings.llm.max_model_len,
-                        sources=sources.get(row.custom_id) if args.knowledge_base else None,
-                    )
-                    progress.step()
-                progress.close()
+        with source.open(encoding="utf-8", errors="replace") as fh:
+            for chunk in batch_stream.read_chunks(
+                fh,
+                chunk_rows=settings.batch.chunk_rows,
+                model_id=settings.llm.model_id,
+                rag=bool(args.knowledge_base),
+                limit=args.limit,
+            ):
+                todo: list[ChatRow] = []
+                for row in chunk:
+                    if isinstance(row, ChatRow) and row.custom_id in answered_before:
+                        tally.skipped += 1
+                    elif isinstance(row, ChatRow):
+                        todo.append(row)
+                    else:
+                        emit(row.record())
+                if todo:
+                    job = job or _Job(args, settings, max(total - len(answered_before), len(todo)))
+                    job.answer(todo, emit)
     finally:
-        # Also after a crash or Ctrl-C: whatever was answered is kept, and the next run resumes from it.
-        batch_rows.write_jsonl_atomic(output, batch_rows.assemble(plan, results))
-    summary = batch_rows.summarize(plan, results, time.monotonic() - started)
-    return {**summary, "engine": choice.engine, "engine_reason": choice.reason}
+        # Also after a crash or Ctrl-C: every line written is kept, and the next run resumes from it.
+        writer.close()
+        tally.show(force=True)
+        print(file=sys.stderr)
+    choice = job.choice if job is not None else engines.Choice("serve", "nothing to answer")
+    return {**tally.summary(), "engine": choice.engine, "engine_reason": choice.reason}
 
 
 def _positive(text: str) -> int:

@@ -1,4 +1,5 @@
-"""The rows of a batch-chat job: parse and check the input, merge with an earlier run, format the output.
+"""The rows of a batch-chat job: parse and check each input line, format each output line
+(`batch_stream` reads the input in chunks, resumes from the output and appends to it).
 
 No Ray here, so the driver and the unit tests share it. Input lines follow OpenAI's batch format,
 `{"custom_id", "method"?, "url"?, "body": {"messages", ...sampling}}`; every input row ends as exactly one
@@ -7,15 +8,11 @@ output line, `{"custom_id", "response"}` or `{"custom_id", "error"}`, so no row 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from deployments.gateway.protocol import RANGES, SEARCH_MODES, TEXT_ROLES, APIError, check_range
@@ -179,65 +176,6 @@ def parse_line(text: str, line: int, *, model_id: str, rag: bool = False) -> Row
     return ChatRow(line, custom_id, messages, sampling, top_k, mode)
 
 
-def read_rows(
-    lines: Iterable[str], *, model_id: str, rag: bool = False, limit: int | None = None
-) -> list[Row]:
-    """One Row per non-blank line (the first `limit` of them); a repeated custom_id is an error row."""
-    rows: list[Row] = []
-    first_line: dict[str, int] = {}
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        if limit is not None and len(rows) >= limit:
-            break
-        row = parse_line(text, number, model_id=model_id, rag=rag)
-        first = first_line.setdefault(row.custom_id, number)
-        if first != number:
-            row = BadRow(
-                number, row.custom_id, f"duplicate custom_id (first on line {first})", "duplicate_custom_id"
-            )
-        rows.append(row)
-    return rows
-
-
-def load_previous(path: Path) -> dict[str, dict[str, Any]]:
-    """custom_id -> its answered record from an earlier run; error lines are dropped so they are retried."""
-    done: dict[str, dict[str, Any]] = {}
-    if not path.exists():
-        return done
-    for text in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("custom_id"), str) and record.get("response"):
-            done.setdefault(record["custom_id"], record)
-    return done
-
-
-@dataclass
-class Plan:
-    rows: list[Row]  # input order
-    to_run: list[ChatRow]
-    skipped: dict[str, dict[str, Any]]  # answered earlier: the earlier record is kept
-    carried: list[dict[str, Any]]  # earlier answers for ids beyond --limit or no longer in the input
-
-
-def plan_run(rows: list[Row], previous: Mapping[str, dict[str, Any]]) -> Plan:
-    present = {row.custom_id for row in rows}
-    to_run: list[ChatRow] = []
-    skipped: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        if isinstance(row, ChatRow):
-            if row.custom_id in previous:
-                skipped[row.custom_id] = previous[row.custom_id]
-            else:
-                to_run.append(row)
-    # Kept rather than dropped: a run with --limit must not throw away answers a full run paid for.
-    carried = [record for cid, record in previous.items() if cid not in present]
-    return Plan(rows, to_run, skipped, carried)
-
-
 def context_error(prompt_tokens: int, max_tokens: int | None, max_model_len: int) -> str | None:
     """vLLM's OpenAI-server check (the Serve app answers it with 400 context_length_exceeded)."""
     completion = max_tokens or 0
@@ -299,51 +237,3 @@ def engine_record(
     if sources is not None:
         response["sources"] = sources
     return {"custom_id": row.custom_id, "response": response}
-
-
-def assemble(plan: Plan, results: Mapping[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Output lines in input order, then the carried earlier answers. A row without a result (the run was
-    interrupted) is left out, so the next run picks it up."""
-    records: list[dict[str, Any]] = []
-    for row in plan.rows:
-        if isinstance(row, BadRow):
-            records.append(row.record())
-        elif row.custom_id in plan.skipped:
-            records.append(plan.skipped[row.custom_id])
-        elif row.custom_id in results:
-            records.append(results[row.custom_id])
-    return records + plan.carried
-
-
-def summarize(plan: Plan, results: Mapping[str, dict[str, Any]], seconds: float) -> dict[str, Any]:
-    """Counts for this run; the rates are over the rows this run processed and its whole wall time."""
-    answered = [r for r in results.values() if "response" in r]
-    bad = sum(isinstance(row, BadRow) for row in plan.rows)
-    tokens = sum(int(r["response"]["usage"]["completion_tokens"]) for r in answered)
-    return {
-        "rows": len(plan.rows),
-        "answered": len(answered),
-        "errors": bad + len(results) - len(answered),
-        "skipped": len(plan.skipped),
-        "seconds": round(seconds, 3),
-        "rows_per_s": round(len(results) / seconds, 3) if seconds > 0 else 0.0,
-        "output_tokens_per_s": round(tokens / seconds, 3) if seconds > 0 else 0.0,
-    }
-
-
-def write_jsonl_atomic(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
-    """A reader (or a crash) never sees half a file: write a sibling temp file, then rename over."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for record in records:
-                fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

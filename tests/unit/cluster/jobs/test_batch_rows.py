@@ -1,9 +1,8 @@
-"""The batch-chat job's pure logic: row checks, resume, output order and the summary (no Ray)."""
+"""The batch-chat job's pure logic: row checks and output lines (no Ray)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -158,72 +157,6 @@ def test_bad_rows_with_a_knowledge_base() -> None:
     assert bad(json.dumps({"custom_id": "a", "body": "x"})).code == "invalid_type"
 
 
-def test_duplicate_ids_and_blank_lines_and_limit() -> None:
-    lines = [line("a"), "", line("b"), line("a"), "{oops", line("c")]
-    rows = batch_rows.read_rows(lines, model_id=MODEL)
-    assert [(r.custom_id, type(r).__name__) for r in rows] == [
-        ("a", "ChatRow"),
-        ("b", "ChatRow"),
-        ("a", "BadRow"),
-        ("line-5", "BadRow"),
-        ("c", "ChatRow"),
-    ]
-    dup = rows[2]
-    assert isinstance(dup, BadRow) and dup.code == "duplicate_custom_id" and "line 1" in dup.message
-    assert [r.custom_id for r in batch_rows.read_rows(lines, model_id=MODEL, limit=2)] == ["a", "b"]
-
-
-# --- resume, order, output ------------------------------------------------------------------------------
-
-
-def test_resume_skips_answered_retries_errors_and_keeps_the_rest(tmp_path: Path) -> None:
-    previous = tmp_path / "out.jsonl"
-    old = [
-        answered("a"),
-        batch_rows.error_record("b", "boom", "server_error", "inference_failed"),
-        answered("z"),  # not in this input (e.g. beyond --limit): kept
-    ]
-    previous.write_text("\n".join(json.dumps(r) for r in old) + "\n{torn line")
-    done = batch_rows.load_previous(previous)
-    assert set(done) == {"a", "z"}
-    rows = batch_rows.read_rows([line("a"), line("b"), line("c")], model_id=MODEL)
-    plan = batch_rows.plan_run(rows, done)
-    assert [r.custom_id for r in plan.to_run] == ["b", "c"]
-    assert set(plan.skipped) == {"a"} and plan.carried == [answered("z")]
-    assert batch_rows.load_previous(tmp_path / "missing.jsonl") == {}
-
-
-def test_output_follows_input_order_with_one_line_per_row(tmp_path: Path) -> None:
-    rows = batch_rows.read_rows([line("c"), "{bad", line("a"), line("b"), line("a")], model_id=MODEL)
-    plan = batch_rows.plan_run(rows, {"b": answered("b")})
-    by_id = {r.custom_id: r for r in plan.to_run}
-    # Results arrive in completion order, not input order.
-    results = {
-        cid: batch_rows.engine_record(by_id[cid], output(cid), model_id=MODEL, max_model_len=2048)
-        for cid in ("a", "c")
-    }
-    records = batch_rows.assemble(plan, results)
-    assert [r["custom_id"] for r in records] == ["c", "line-2", "a", "b", "a"]
-    assert [("response" in r, "error" in r) for r in records] == [
-        (True, False),
-        (False, True),
-        (True, False),
-        (True, False),
-        (False, True),
-    ]
-    path = tmp_path / "sub" / "out.jsonl"
-    batch_rows.write_jsonl_atomic(path, records)
-    assert [json.loads(t) for t in path.read_text().splitlines()] == records
-    assert [p.name for p in path.parent.iterdir()] == ["out.jsonl"]  # no temp file left
-
-
-def test_interrupted_run_leaves_unanswered_rows_out() -> None:
-    plan = batch_rows.plan_run(batch_rows.read_rows([line("a"), line("b")], model_id=MODEL), {})
-    row = plan.to_run[0]
-    results = {"a": batch_rows.engine_record(row, output("a"), model_id=MODEL, max_model_len=2048)}
-    assert [r["custom_id"] for r in batch_rows.assemble(plan, results)] == ["a"]
-
-
 def test_engine_record_formats_an_openai_completion() -> None:
     row = parse(line(max_tokens=4))
     assert isinstance(row, ChatRow)
@@ -271,23 +204,3 @@ def test_context_check_and_engine_item() -> None:
     item = batch_rows.engine_item(row, [1, 2, 3])
     assert item == {"custom_id": "a", "tokenized_prompt": [1, 2, 3], "sampling_params": row.sampling}
     assert item["sampling_params"] is not row.sampling
-
-
-def test_summary_counts() -> None:
-    rows = batch_rows.read_rows([line("a"), line("b"), line("c"), "{bad", line("d")], model_id=MODEL)
-    plan = batch_rows.plan_run(rows, {"d": answered("d")})
-    results = {
-        "a": answered("a", completion_tokens=10),
-        "b": answered("b", completion_tokens=30),
-        "c": batch_rows.error_record("c", "boom", "server_error", "inference_failed"),
-    }
-    assert batch_rows.summarize(plan, results, 2.0) == {
-        "rows": 5,
-        "answered": 2,
-        "errors": 2,
-        "skipped": 1,
-        "seconds": 2.0,
-        "rows_per_s": 1.5,
-        "output_tokens_per_s": 20.0,
-    }
-    assert batch_rows.summarize(plan, {}, 0.0)["rows_per_s"] == 0.0
