@@ -12,7 +12,7 @@ import asyncio
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +100,16 @@ def collect_files(paths: list[str]) -> list[Path]:
 
 
 def ingest_paths(
-    settings: RaychatSettings, kb: str, paths: list[str], *, create: bool = True
+    settings: RaychatSettings,
+    kb: str,
+    paths: list[str],
+    *,
+    create: bool = True,
+    embed: Callable[[list[str]], Awaitable[list[list[float]]]] | None = None,
 ) -> dict[str, Any]:
     """`raychat kb ingest NAME PATH...`: every file through one `IngestPipeline` run (parsing in Ray
-    tasks, batched embedding and batched writes overlapping), a progress line, a summary."""
+    tasks, batched embedding and batched writes overlapping), a progress line, a summary. `embed`: an
+    embedder of the caller's own (the ingest job's dedicated one) instead of the Embedding deployment."""
     api = _api(routing.live_app(settings), settings.knowledge)
     files = collect_files(paths)
     shown = [0.0]
@@ -130,7 +136,7 @@ def ingest_paths(
             await api.store("create_kb", kb, "", None)
         limit = settings.knowledge.max_file_bytes
         sources = [(_display_name(p, paths), _reader(p, limit)) for p in files]
-        pipeline = await api.pipeline(kb, _doc_ids([name for name, _ in sources]), progress)
+        pipeline = await api.pipeline(kb, _doc_ids([name for name, _ in sources]), progress, embed)
         results = await pipeline.run(sources)
         timing.update({k: v for k, v in pipeline.progress.as_dict().items() if k.endswith("_s")})
         return results

@@ -174,6 +174,13 @@ class BatchSettings(Section):
         4, ge=1, description="a job's requests in flight at the running deployment: online users go first"
     )
     dedicated_batch_size: int = Field(64, ge=1, description="rows per batch of the dedicated engine")
+    ingest_dedicated_min_files: int = Field(
+        2000,
+        ge=1,
+        description="an ingestion job (cluster/jobs/ingest.py) of this many files gets an embedder of its "
+        "own when there is room, and the Embedding deployment stays free for queries",
+    )
+    dedicated_embedder_num_cpus: float = Field(1, gt=0, description="the CPUs a dedicated embedder takes")
     chunk_rows: int = Field(
         20_000,
         ge=1,

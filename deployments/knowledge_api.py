@@ -4,7 +4,7 @@ for store failures."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -143,12 +143,17 @@ class KnowledgeAPI:
         return await pipeline.run(sources)
 
     async def pipeline(
-        self, kb: str, doc_ids: list[str], on_progress: Callable[[Progress], None] | None = None
+        self,
+        kb: str,
+        doc_ids: list[str],
+        on_progress: Callable[[Progress], None] | None = None,
+        embed: Callable[[list[str]], Awaitable[list[list[float]]]] | None = None,
     ) -> IngestPipeline:
-        """An ingestion run into `kb`, which knows what the knowledge base holds of `doc_ids`."""
+        """An ingestion run into `kb`, which knows what the knowledge base holds of `doc_ids`. `embed`:
+        another embedder (a batch job's own) instead of the Embedding deployment's bulk calls."""
         known = await self.store("content_hashes", kb, doc_ids)
 
         async def write(docs: list[tuple[PreparedDocument, list[list[float]]]]) -> list[dict[str, Any]]:
             return self._unwrap(await self.retriever.write_documents.remote(kb, docs))
 
-        return IngestPipeline(self.settings, self.embed_bulk, write, known, on_progress)
+        return IngestPipeline(self.settings, embed or self.embed_bulk, write, known, on_progress)

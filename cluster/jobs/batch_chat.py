@@ -234,7 +234,7 @@ class _Job:
         from cluster.kb import run_on_own_loop
 
         self.args, self.settings, self.run_on_loop = args, settings, run_on_own_loop
-        self.choice = engines.choose(
+        self.choice = engines.choose_llm(
             args.engine or settings.batch.engine, to_answer, settings, ray.available_resources
         )
         print(f"engine: {self.choice.engine} ({self.choice.reason})", file=sys.stderr)

@@ -42,23 +42,50 @@ def room_for_dedicated(settings: RaychatSettings, available: dict[str, float]) -
 
 
 def choose(
-    requested: str, rows: int, settings: RaychatSettings, available: Callable[[], dict[str, float]]
+    requested: str,
+    size: int,
+    threshold: tuple[str, int],
+    room: Callable[[], tuple[bool, str]],
+    unit: str = "rows",
 ) -> Choice:
-    """`requested` is serve, dedicated or auto; `available` is asked only when it matters."""
+    """`requested` is serve, dedicated or auto. Auto: dedicated from `threshold` (the setting's name and
+    value) `unit`s when `room()` finds space for it; `room` is asked only when the size calls for it."""
     if requested == "serve":
         return Choice("serve", "asked for (--engine serve)")
     if requested == "dedicated":
         return Choice("dedicated", "asked for (--engine dedicated)")
-    threshold = settings.batch.dedicated_min_rows
-    if rows < threshold:
-        return Choice(
-            "serve",
-            f"{rows} rows, under batch.dedicated_min_rows ({threshold}): not worth an engine's start",
-        )
-    fits, why = room_for_dedicated(settings, available())
+    name, value = threshold
+    if size < value:
+        return Choice("serve", f"{size} {unit}, under {name} ({value}): not worth an engine's start")
+    fits, why = room()
     if not fits:
-        return Choice("serve", f"{rows} rows, but {why}")
-    return Choice("dedicated", f"{rows} rows (batch.dedicated_min_rows: {threshold}) and {why}")
+        return Choice("serve", f"{size} {unit}, but {why}")
+    return Choice("dedicated", f"{size} {unit} ({name}: {value}) and {why}")
+
+
+def choose_llm(
+    requested: str, rows: int, settings: RaychatSettings, available: Callable[[], dict[str, float]]
+) -> Choice:
+    """A chat job's engine: its own vLLM engine, or the running LLM deployment."""
+    threshold = ("batch.dedicated_min_rows", settings.batch.dedicated_min_rows)
+    return choose(requested, rows, threshold, lambda: room_for_dedicated(settings, available()))
+
+
+def choose_embedder(
+    requested: str, files: int, settings: RaychatSettings, available: Callable[[], dict[str, float]]
+) -> Choice:
+    """An ingestion job's embedder: one of its own (the Embedding deployment stays free for queries), or
+    the running deployment."""
+    need = settings.batch.dedicated_embedder_num_cpus
+
+    def room() -> tuple[bool, str]:
+        free = float(available().get("CPU", 0.0))
+        if free >= need:
+            return True, f"{free:g} CPU free, the embedder needs {need:g}"
+        return False, f"only {free:g} CPU free, a dedicated embedder needs {need:g}"
+
+    threshold = ("batch.ingest_dedicated_min_files", settings.batch.ingest_dedicated_min_files)
+    return choose(requested, files, threshold, room, unit="files")
 
 
 def llm_handle(settings: RaychatSettings) -> Any:

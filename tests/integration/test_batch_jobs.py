@@ -79,7 +79,9 @@ def test_batch_ingest_then_batch_chat_with_retrieval_via_ray_job_submit(stack: S
     (docs / "pumps.txt").write_text("The boiler feed pump must be inspected every 500 hours.")
     (docs / "bad.pdf").write_bytes(b"%PDF-1.4 not really")
     ingest = subprocess.run(
-        [PYTHON, "cluster/jobs/ingest.py", kb, str(docs)],
+        # Its own embedder (a large ingestion's, sparing the Embedding deployment): searched afterwards
+        # through the deployment, so both must make the same vectors.
+        [PYTHON, "cluster/jobs/ingest.py", kb, str(docs), "--engine", "dedicated"],
         cwd=ROOT,
         env=stack.env,
         capture_output=True,
@@ -87,7 +89,7 @@ def test_batch_ingest_then_batch_chat_with_retrieval_via_ray_job_submit(stack: S
         timeout=600,
     )
     summary = summary_of(ingest)
-    assert summary["failed"] == 1 and summary["chunks"] >= 1
+    assert summary["failed"] == 1 and summary["chunks"] >= 1 and summary["engine"] == "dedicated"
 
     source, answers = tmp_path / "q.jsonl", tmp_path / "a.jsonl"
     question = {"role": "user", "content": "How often is the feed pump inspected?"}

@@ -19,16 +19,16 @@ def settings() -> RaychatSettings:
 
 
 def test_a_small_job_goes_to_the_running_deployment(settings: RaychatSettings) -> None:
-    choice = engines.choose("auto", 4, settings, _never)
+    choice = engines.choose_llm("auto", 4, settings, _never)
     assert (
         choice.engine == "serve" and "4 rows" in choice.reason and "dedicated_min_rows (100)" in choice.reason
     )
 
 
 def test_a_large_job_gets_its_own_engine_only_when_there_is_room(settings: RaychatSettings) -> None:
-    roomy = engines.choose("auto", 1000, settings, lambda: {"CPU": 3.0})
+    roomy = engines.choose_llm("auto", 1000, settings, lambda: {"CPU": 3.0})
     assert roomy.engine == "dedicated" and "3 CPU free" in roomy.reason
-    full = engines.choose("auto", 1000, settings, lambda: {"CPU": 0.5})
+    full = engines.choose_llm("auto", 1000, settings, lambda: {"CPU": 0.5})
     assert full.engine == "serve" and "only 0.5 CPU free" in full.reason
 
 
@@ -42,5 +42,14 @@ def test_on_gpus_room_means_free_gpus_for_the_tensor_parallel_group() -> None:
 
 
 def test_asking_for_an_engine_is_obeyed(settings: RaychatSettings) -> None:
-    assert engines.choose("dedicated", 1, settings, _never).engine == "dedicated"
-    assert engines.choose("serve", 10**6, settings, _never).engine == "serve"
+    assert engines.choose_llm("dedicated", 1, settings, _never).engine == "dedicated"
+    assert engines.choose_llm("serve", 10**6, settings, _never).engine == "serve"
+
+
+def test_a_large_ingestion_gets_its_own_embedder_when_a_cpu_is_free() -> None:
+    settings = RaychatSettings.model_validate({"batch": {"ingest_dedicated_min_files": 10}})
+    assert engines.choose_embedder("auto", 3, settings, _never).engine == "serve"
+    big = engines.choose_embedder("auto", 50, settings, lambda: {"CPU": 2.0})
+    assert big.engine == "dedicated" and big.reason.startswith("50 files")
+    busy = engines.choose_embedder("auto", 50, settings, lambda: {"CPU": 0.0})
+    assert busy.engine == "serve" and "only 0 CPU free" in busy.reason
