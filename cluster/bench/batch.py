@@ -169,6 +169,15 @@ def run_online(
     }
 
 
+def after_start(b: dict[str, Any]) -> str:
+    """The job's first answer came after its engine started: the rate from then on, generation alone."""
+    first = b["job_summary"].get("first_answer_s")
+    if not first or b["seconds"] <= first:
+        return ""
+    rate = b["tokens"] / (b["seconds"] - first)
+    return f" Its first answer came after {first:.0f} s (the engine's start); from then on {rate:.1f} tok/s."
+
+
 def render(out: Path, results: dict[str, Any]) -> str:
     small, b, o = results["small"], results["batch"], results["online"]
     idle, during = results["probe_idle"], results["probe_during"]
@@ -204,7 +213,7 @@ def render(out: Path, results: dict[str, Any]) -> str:
             f"{o['rows_per_s']} | {o['output_tok_per_s']} |",
             "",
             f"Batch / online output tok/s: **{ratio:.2f}x**. The job chose `{b['engine']}`: "
-            f"{b['engine_reason']}.",
+            f"{b['engine_reason']}.{after_start(b)}",
             "",
             "## Online latency while the large job runs",
             "",

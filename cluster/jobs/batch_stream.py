@@ -118,6 +118,7 @@ class Tally:
     skipped: int = 0
     tokens: int = 0
     started: float = field(default_factory=time.monotonic)
+    first_answer_s: float | None = None  # a dedicated engine's start shows here
     _shown: float = 0.0
 
     @property
@@ -127,6 +128,8 @@ class Tally:
     def add(self, record: Mapping[str, Any]) -> None:
         if "response" in record and record["response"]:
             self.answered += 1
+            if self.first_answer_s is None:
+                self.first_answer_s = round(time.monotonic() - self.started, 3)
             usage = record["response"].get("usage") or {}
             self.tokens += int(usage.get("completion_tokens") or 0)
         else:
@@ -159,4 +162,5 @@ class Tally:
             "seconds": round(seconds, 3),
             "rows_per_s": round(processed / seconds, 3) if seconds > 0 else 0.0,
             "output_tokens_per_s": round(self.tokens / seconds, 3) if seconds > 0 else 0.0,
+            "first_answer_s": self.first_answer_s,
         }

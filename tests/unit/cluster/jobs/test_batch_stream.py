@@ -80,3 +80,4 @@ def test_summary_counts() -> None:
     summary = tally.summary()
     assert (summary["rows"], summary["answered"], summary["errors"], summary["skipped"]) == (5, 2, 2, 1)
     assert abs(summary["rows_per_s"] - 2.0) < 0.1 and abs(summary["output_tokens_per_s"] - 20.0) < 1
+    assert summary["first_answer_s"] is not None and summary["first_answer_s"] >= 0
