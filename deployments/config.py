@@ -169,6 +169,35 @@ class GatewaySettings(Section):
     ingestion_job_stale_s: float = Field(
         60, gt=0, description="a running job not heard of for this long reads 'lost' (its replica went away)"
     )
+    batch_max_file_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="a Batch API input file (`POST /v1/files`, purpose batch) over this gets 413; the "
+        "proxies hold uploads (documents and files) to max_upload_bytes, so through them the smaller wins",
+    )
+    batch_max_rows: int = Field(
+        50_000, ge=1, description="requests (non-blank lines) a Batch API input file may hold"
+    )
+    batch_ttl_s: float = Field(
+        30 * 86400,
+        gt=0,
+        description="how long a Batch API file's or batch's record is kept; a file whose record is gone "
+        "is removed from <data_dir>/batches/files by the next upload's sweep",
+    )
+    batch_max_in_flight: int = Field(
+        4,
+        ge=1,
+        description="Batch API requests one gateway replica runs at once, over all its batches: Serve has "
+        "no priorities, so this bound is what keeps online requests' latency while batches run",
+    )
+    batch_stale_s: float = Field(
+        60,
+        gt=0,
+        description="a running batch not heard of for this long reads 'failed' (its replica went away)",
+    )
+    batch_max_listed_errors: int = Field(
+        100, ge=0, description="input lines a batch's `errors` lists at most; every one is in its error file"
+    )
 
 
 class ConsoleSettings(Section):

@@ -59,8 +59,9 @@ class Routing(BaseModel):
 
 # Knowledge-base writes and listings: everything under /v1/knowledge_bases but a search.
 KB_WRITES = r"^/v1/knowledge_bases(/[^/]+(/documents(/.*)?)?)?$"
-# Document uploads: the one route whose body may be as large as gateway.max_upload_bytes.
-UPLOAD_PATH = r"^/v1/knowledge_bases/[^/]+/documents$"
+# Uploads, documents and Batch API input files: the routes whose body may be as large as
+# gateway.max_upload_bytes.
+UPLOAD_PATH = r"^/v1/(knowledge_bases/[^/]+/documents|files)$"
 
 
 def slots(settings: RaychatSettings) -> tuple[str, str]:

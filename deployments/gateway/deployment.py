@@ -27,6 +27,9 @@ from deployments.gateway.auth.middleware import Access, Authenticate
 from deployments.gateway.auth.quotas import Quotas
 from deployments.gateway.auth.secrets import read_pepper
 from deployments.gateway.auth.security_log import SecurityLog
+from deployments.gateway.batch_files import BatchFiles
+from deployments.gateway.batch_runner import BatchRunner
+from deployments.gateway.batches import Batches, BatchRecords
 from deployments.gateway.errors import install_error_handlers
 from deployments.gateway.ingestion_jobs import IngestionJobs
 from deployments.gateway.pipeline import Pipeline
@@ -34,7 +37,9 @@ from deployments.gateway.redis_state import RedisState
 from deployments.gateway.routes import (
     BODY_MODELS,
     admin,
+    batches,
     console,
+    files,
     generation,
     health,
     knowledge,
@@ -59,7 +64,7 @@ log.addFilter(middleware.TraceIdFilter())
 
 app = FastAPI(title="raychat", version="1", docs_url=None, redoc_url=None)
 install_error_handlers(app)
-for module in (health, generation, sessions, knowledge, admin, me, overview, console):
+for module in (health, generation, sessions, knowledge, files, batches, admin, me, overview, console):
     app.include_router(module.router)
 # The last added runs first: the route prefix (an upgrade's second colour) is taken off the path, every
 # response gets the security headers, every request its trace id, version header and audit line, then a
@@ -156,6 +161,13 @@ def build_services(
     }
     pipeline = Pipeline(stages, Record(conversation, metrics, audit, model_id, replica, access.quotas))
     jobs = IngestionJobs(redis, knowledge_api, gw.ingestion_job_ttl_s, gw.ingestion_job_stale_s)
+    # The Batch API: files on the head node's disk (every gateway replica runs there), records in Redis,
+    # rows through the same pipeline as online requests.
+    batch_files = BatchFiles(redis, config.data_dir / "batches" / "files", gw)
+    records = BatchRecords(redis, gw.batch_ttl_s)
+    runner = BatchRunner(
+        records, batch_files, pipeline, audit, access.quotas, keys, config.auth.default_limits, gw
+    )
     return Services(
         config,
         llm,
@@ -167,6 +179,8 @@ def build_services(
         access,
         keys,
         jobs,
+        batch_files,
+        Batches(records, batch_files, runner, gw.batch_stale_s),
         created=int(time.time()),
     )
 

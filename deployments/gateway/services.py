@@ -17,6 +17,8 @@ from deployments.config import AppConfig
 from deployments.gateway.audit import AuditLog
 from deployments.gateway.auth.keys import KeyStore
 from deployments.gateway.auth.middleware import Access
+from deployments.gateway.batch_files import BatchFiles
+from deployments.gateway.batches import Batches
 from deployments.gateway.ingestion_jobs import IngestionJobs
 from deployments.gateway.pipeline import Pipeline
 from deployments.gateway.protocol import APIError
@@ -37,6 +39,8 @@ class Services:
     access: Access
     keys: KeyStore
     jobs: IngestionJobs
+    files: BatchFiles
+    batches: Batches
     created: int  # the model card's `created`
 
     @property

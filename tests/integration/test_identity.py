@@ -106,6 +106,22 @@ def _patch_body(world: World, kind: str) -> dict[str, Any]:
     return {"json": {"rpm": 50}}
 
 
+NO_FILE, NO_BATCH = "file-" + "0" * 24, "batch_" + "0" * 24  # well-formed ids nobody has
+
+
+def _batch_file(world: World, kind: str) -> dict[str, Any]:
+    line = json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}})
+    return {
+        "files": [("file", ("rows.jsonl", line.encode() + b"\n", "application/jsonl"))],
+        "data": {"purpose": "batch"},
+    }
+
+
+def _batch_body(world: World, kind: str) -> dict[str, Any]:
+    body = {"input_file_id": NO_FILE, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    return {"json": body}
+
+
 def expect(no_grant: int, user: int, editor: int, admin: int) -> dict[str, int]:
     return {
         "user without grant": no_grant,
@@ -142,6 +158,15 @@ ROUTES: list[Route] = [
     ("GET", "/v1/sessions", _none, expect(200, 200, 200, 200)),
     ("GET", "/v1/sessions/never-made", _none, expect(404, 404, 404, 404)),
     ("DELETE", "/v1/sessions/never-made", _none, expect(404, 404, 404, 404)),
+    # The Batch API: every identity for itself; an id that is not its own does not exist.
+    ("POST", "/v1/files", _batch_file, expect(200, 200, 200, 200)),
+    ("GET", f"/v1/files/{NO_FILE}", _none, expect(404, 404, 404, 404)),
+    ("GET", f"/v1/files/{NO_FILE}/content", _none, expect(404, 404, 404, 404)),
+    ("DELETE", f"/v1/files/{NO_FILE}", _none, expect(404, 404, 404, 404)),
+    ("POST", "/v1/batches", _batch_body, expect(404, 404, 404, 404)),
+    ("GET", "/v1/batches", _none, expect(200, 200, 200, 200)),
+    ("GET", f"/v1/batches/{NO_BATCH}", _none, expect(404, 404, 404, 404)),
+    ("POST", f"/v1/batches/{NO_BATCH}/cancel", _none, expect(404, 404, 404, 404)),
     ("GET", "/v1/admin/keys", _none, expect(403, 403, 403, 200)),
     ("POST", "/v1/admin/keys", _key_body, expect(403, 403, 403, 201)),
     ("GET", "/v1/admin/keys/{throwaway}", _none, expect(403, 403, 403, 200)),

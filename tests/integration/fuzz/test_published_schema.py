@@ -60,6 +60,14 @@ README_ROUTES = {
     ("post", "/v1/knowledge_bases/{name}/documents"),
     ("get", "/v1/knowledge_bases/{name}/jobs/{job_id}"),
     ("delete", "/v1/knowledge_bases/{name}/documents/{document}"),
+    ("get", "/v1/me"),
+    ("get", "/v1/sessions"),
+    ("get", "/v1/admin/cluster"),
+    ("post", "/v1/files"),
+    ("get", "/v1/files/{file_id}"),
+    ("get", "/v1/files/{file_id}/content"),
+    ("get", "/v1/batches/{batch_id}"),
+    ("post", "/v1/batches/{batch_id}/cancel"),
     *JSON_BODIES,
 }
 

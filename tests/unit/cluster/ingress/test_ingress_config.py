@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from cluster import tls
-from cluster.ingress import nginx, traefik
+from cluster.ingress import nginx, routing, traefik
 from cluster.settings import RaychatSettings, load_settings
 
 
@@ -49,10 +50,15 @@ def test_nginx_config_streams_and_limits(settings, tmp_path: Path) -> None:  # t
     text = nginx.render(settings, tmp_path)
     assert "proxy_buffering off;" in text
     assert f"client_max_body_size {settings.gateway.max_body_bytes};" in text
-    # uploads (and only they) may carry files up to gateway.max_upload_bytes
-    upload = text.split("location ~ ^/v1/knowledge_bases/[^/]+/documents$ {", 1)[1].split("}", 1)[0]
+    # uploads (and only they: documents and Batch API files) may carry files up to gateway.max_upload_bytes
+    location = f"location ~ {routing.UPLOAD_PATH} {{"
+    upload = text.split(location, 1)[1].split("}", 1)[0]
     assert f"client_max_body_size {settings.gateway.max_upload_bytes};" in upload
-    uploads = text.count("location ~ ^/v1/knowledge_bases/[^/]+/documents$ {")
+    assert re.fullmatch(routing.UPLOAD_PATH, "/v1/files") and re.fullmatch(
+        routing.UPLOAD_PATH, "/v1/knowledge_bases/k/documents"
+    )
+    assert not re.fullmatch(routing.UPLOAD_PATH, "/v1/files/file-1/content")
+    uploads = text.count(location)
     assert (
         uploads >= 1 and text.count(f"client_max_body_size {settings.gateway.max_upload_bytes};") == uploads
     )
