@@ -41,10 +41,11 @@ def _not_found(file_id: str) -> APIError:
     return APIError(404, f"No such File object: {file_id[:80]}", param="file_id", code="file_not_found")
 
 
-def _unavailable() -> APIError:
+def unavailable(what: str) -> APIError:
+    """Files and batches keep their records in Redis: while it is down they answer 503 with Retry-After."""
     return APIError(
         503,
-        "files are unavailable while the session store is down; retry shortly",
+        f"{what} are unavailable while the session store is down; retry shortly",
         code="session_store_unavailable",
         headers={"Retry-After": "2"},
     )
@@ -84,7 +85,7 @@ class BatchFiles:
         try:
             raw = await self.redis.run(lambda r: r.get(key))
         except RedisUnavailable:
-            raise _unavailable() from None
+            raise unavailable("files") from None
         record = json.loads(raw) if raw else None
         if record is None or record["owner"] != owner:
             raise _not_found(file_id)
@@ -103,7 +104,7 @@ class BatchFiles:
         try:
             await self.redis.run(lambda r: r.delete(key))
         except RedisUnavailable:
-            raise _unavailable() from None
+            raise unavailable("files") from None
         self.path(file_id).unlink(missing_ok=True)
         return FileDeleted(id=file_id)
 
@@ -146,7 +147,7 @@ class BatchFiles:
             await self.save(owner, file)
         except RedisUnavailable:
             self.path(file_id).unlink(missing_ok=True)
-            raise _unavailable() from None
+            raise unavailable("files") from None
         return file
 
     def _store(self, source: IO[bytes], file_id: str) -> int:

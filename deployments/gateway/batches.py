@@ -21,7 +21,7 @@ import time
 from typing import Any, Protocol
 
 from deployments.gateway.auth.identity import Identity
-from deployments.gateway.batch_files import BatchFiles
+from deployments.gateway.batch_files import BatchFiles, unavailable
 from deployments.gateway.protocol import APIError, bad_request
 from deployments.gateway.protocol.batches import (
     BATCH_ID,
@@ -78,15 +78,6 @@ def present(batch: Batch, updated_at: float, cancel_at: float | None, now: float
 
 def _not_found(batch_id: str) -> APIError:
     return APIError(404, f"No such batch: {batch_id[:80]}", param="batch_id", code="batch_not_found")
-
-
-def _unavailable() -> APIError:
-    return APIError(
-        503,
-        "batches are unavailable while the session store is down; retry shortly",
-        code="session_store_unavailable",
-        headers={"Retry-After": "2"},
-    )
 
 
 class BatchRecords:
@@ -197,7 +188,7 @@ class Batches:
         try:
             await self.records.save(caller.hashed, batch, new=True)
         except RedisUnavailable:
-            raise _unavailable() from None
+            raise unavailable("batches") from None
         self.runner.start(batch, caller)
         return batch
 
@@ -207,7 +198,7 @@ class Batches:
         try:
             (found,) = await self.records.load([batch_id])
         except RedisUnavailable:
-            raise _unavailable() from None
+            raise unavailable("batches") from None
         if found is None or found[0]["owner"] != caller.hashed:
             raise _not_found(batch_id)
         return self._present(*found)
@@ -220,7 +211,7 @@ class Batches:
             if gone:
                 await self.records.forget(caller.hashed, gone)
         except RedisUnavailable:
-            raise _unavailable() from None
+            raise unavailable("batches") from None
         batches = [self._present(*f) for f in found if f is not None]
         shown = batches[:limit]
         return BatchList(
@@ -246,7 +237,7 @@ class Batches:
         try:
             await self.records.ask_cancel(batch_id)
         except RedisUnavailable:
-            raise _unavailable() from None
+            raise unavailable("batches") from None
         return await self.get(batch_id, caller)
 
     def _present(self, record: dict[str, Any], cancel_at: float | None) -> Batch:

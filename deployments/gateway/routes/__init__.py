@@ -27,6 +27,12 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
 
 
+def multipart_body(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    """`openapi_extra` for a route whose body is multipart/form-data with these fields."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
 async def redis_backed(call: Awaitable[T], what: str, code: str) -> T:
     """`call`, or a 503 with Retry-After when Redis (which holds `what`) cannot be reached."""
     try:

@@ -11,26 +11,13 @@ from fastapi.responses import FileResponse
 from deployments.gateway import services
 from deployments.gateway.auth.permissions import identity_of
 from deployments.gateway.protocol.batches import FileDeleted, FileObject
-from deployments.gateway.routes import ERRORS
+from deployments.gateway.routes import ERRORS, multipart_body
 
 router = APIRouter()
-_UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file", "purpose"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "purpose": {"type": "string", "enum": ["batch"]},
-                    },
-                }
-            }
-        },
-    }
-}
+_UPLOAD_BODY = multipart_body(
+    ["file", "purpose"],
+    {"file": {"type": "string", "format": "binary"}, "purpose": {"type": "string", "enum": ["batch"]}},
+)
 
 
 def _owner(request: Request) -> str:

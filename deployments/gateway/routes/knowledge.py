@@ -27,7 +27,7 @@ from deployments.gateway.protocol import (
     SearchResults,
     UploadResults,
 )
-from deployments.gateway.routes import ERRORS, json_body
+from deployments.gateway.routes import ERRORS, json_body, multipart_body
 from deployments.gateway.stages.parse import json_body as read_json
 
 router = APIRouter()
@@ -115,22 +115,9 @@ async def list_documents(name: str, request: Request) -> dict[str, Any]:
 @router.post(
     "/v1/knowledge_bases/{name}/documents",
     responses={200: {"model": UploadResults}, 202: {"model": IngestionJob}, 415: ERRORS[400], **ERRORS},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["files"],
-                        "properties": {
-                            "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
-                        },
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=multipart_body(
+        ["files"], {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}}
+    ),
 )
 async def upload_documents(name: str, request: Request, wait: bool = True) -> Any:
     """Ingests the files and answers with every file's outcome; with `wait=false`, answers 202 at once
