@@ -29,15 +29,6 @@ def bad(text: str, rag: bool = False) -> BadRow:
     return row
 
 
-def answered(custom_id: str, completion_tokens: int = 3) -> dict[str, Any]:
-    usage = {
-        "prompt_tokens": 5,
-        "completion_tokens": completion_tokens,
-        "total_tokens": 5 + completion_tokens,
-    }
-    return {"custom_id": custom_id, "response": {"object": "chat.completion", "usage": usage}}
-
-
 def output(custom_id: str, tokens: int = 4, error: str = "") -> dict[str, Any]:
     return {
         "custom_id": custom_id,
