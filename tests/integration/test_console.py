@@ -230,6 +230,8 @@ def test_admin_makes_a_user_key_that_sees_only_its_grant_then_revokes_it(
     expect(user.locator("#whoami")).to_contain_text("user")
     expect(user.locator('[data-tab="admin"]')).to_be_hidden()
     expect(user.locator('[data-tab="knowledge"]')).to_be_hidden()
+    # The list fills in after sign-in: wait for the grant, then look at everything listed.
+    expect(user.locator(f'#chat-kb option[value="{STATE["kb"]}"]')).to_be_attached(timeout=30_000)
     options = user.locator("#chat-kb option").evaluate_all("os => os.map(o => o.value).filter(v => v)")
     assert options == [STATE["kb"]]  # only its grant, though others exist
     screenshot(user, "user-sees-only-its-grant")
