@@ -52,9 +52,9 @@ def read_pid(run_dir: Path, name: str) -> int | None:
         # since boot is exact; psutil's create_time adds the boot time as the wall clock now reads it, and
         # a virtual machine's clock can be stepped (paused and resumed), which once made `down` forget a
         # running stack.
-        ticks = record.get("start_ticks")
-        if ticks is not None and start_ticks(pid) is not None:
-            return pid if start_ticks(pid) == int(ticks) else None
+        recorded, now = record.get("start_ticks"), start_ticks(pid)
+        if recorded is not None and now is not None:
+            return pid if now == int(recorded) else None
         if abs(proc.create_time() - started) < 1:
             return pid
     except psutil.NoSuchProcess:

@@ -97,13 +97,16 @@ def llm_handle(settings: RaychatSettings) -> Any:
 
 
 def _record(row: ChatRow, answer: Any, sources: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """The deployment's answer (an OpenAI ChatCompletion, or vLLM's error) as an output line."""
-    if type(answer).__name__ == "ErrorResponse" or not hasattr(answer, "choices"):
-        error = getattr(answer, "error", answer)
-        message = str(getattr(error, "message", error))
-        code = "context_length_exceeded" if "context length" in message else "inference_failed"
-        kind = "invalid_request_error" if code == "context_length_exceeded" else "server_error"
-        return batch_rows.error_record(row.custom_id, message, kind, code)
+    """The deployment's answer (an OpenAI ChatCompletion, or vLLM's error) as an output line; an error is
+    read as the gateway reads it, so a row fails with the code an online request would get."""
+    from deployments.gateway.errors import from_engine_error
+    from deployments.gateway.stages.generation import is_engine_error
+
+    if is_engine_error(answer):
+        error = from_engine_error(answer)
+        return batch_rows.error_record(
+            row.custom_id, error.message, error.type, error.code or "inference_failed"
+        )
     body = answer.model_dump(mode="json", exclude_none=True)
     if sources is not None:
         body["sources"] = sources

@@ -126,18 +126,18 @@ class SessionStore:
 
     async def delete(self, owner: str, session_id: str) -> bool:
         messages_key, version_key = self._keys(owner, session_id)
+        index_key, title_key = self._index_keys(owner, session_id)
 
         async def drop(client: Any) -> list[Any]:
             async with client.pipeline(transaction=True) as pipe:
                 pipe.delete(messages_key)
                 pipe.incr(version_key)
                 pipe.expire(version_key, self.settings.ttl_s)
+                pipe.zrem(index_key, session_id)
+                pipe.delete(title_key)
                 return await pipe.execute()
 
         existed = bool((await self.redis.run(drop))[0])
-        index_key, title_key = self._index_keys(owner, session_id)
-        await self.redis.run(lambda c: c.zrem(index_key, session_id))
-        await self.redis.run(lambda c: c.delete(title_key))
         self._lru.pop(f"{owner}:{session_id}", None)
         return existed
 

@@ -79,6 +79,13 @@ def no_script_ran(page: Page) -> None:
     assert not page.errors, page.errors  # type: ignore[attr-defined]
 
 
+def finish(page: Page, name: str) -> None:
+    """Every test ends the same way: its screenshot, no script from a document ran, no page error."""
+    screenshot(page, name)
+    no_script_ran(page)
+    page.close()
+
+
 def test_the_page_forbids_inline_script_framing_and_referrers(stack: Stack) -> None:
     assert f"Web console: {stack.url}/" in stack.up_output
     for url in (stack.url, stack.traefik_url):
@@ -121,9 +128,7 @@ def test_sign_in_refuses_a_wrong_key_readably_then_shows_what_the_admin_may_do(
     expect(page.locator('[data-tab="chat"]')).to_have_text("Chat")
     assert page.evaluate("sessionStorage.length") >= 1 and page.evaluate("localStorage.length") <= 1
     assert stack.admin_key not in page.evaluate("JSON.stringify(localStorage)")
-    screenshot(page, "signed-in")
-    no_script_ran(page)
-    page.close()
+    finish(page, "signed-in")
 
 
 def test_create_a_knowledge_base_and_upload_with_progress(browser: Browser, stack: Stack, kb: str) -> None:
@@ -149,9 +154,7 @@ def test_create_a_knowledge_base_and_upload_with_progress(browser: Browser, stac
     progress = page.locator("#kb-upload-progress")
     assert progress.evaluate("p => p.value") == progress.evaluate("p => p.max")
     STATE["kb"] = kb
-    screenshot(page, "knowledge-base-uploaded")
-    no_script_ran(page)
-    page.close()
+    finish(page, "knowledge-base-uploaded")
 
 
 def test_ask_about_the_upload_streamed_with_its_source(browser: Browser, stack: Stack) -> None:
@@ -186,9 +189,7 @@ def test_ask_about_the_upload_streamed_with_its_source(browser: Browser, stack: 
     page.locator(".session-item", has_text="blue gate").first.click()
     expect(page.locator("#chat-log .msg.user")).to_contain_text("warehouse 7", timeout=30_000)
     expect(page.locator("#chat-log .msg.assistant")).to_have_count(1)
-    screenshot(page, "earlier-conversation")
-    no_script_ran(page)
-    page.close()
+    finish(page, "earlier-conversation")
 
 
 def test_search_shows_each_mode_and_a_document_with_script_stays_text(browser: Browser, stack: Stack) -> None:
@@ -203,9 +204,7 @@ def test_search_shows_each_mode_and_a_document_with_script_stays_text(browser: B
     expect(hybrid.locator(".hit-score").first).to_have_text(NUMBER)
     expect(page.locator("#kb-search-results")).to_contain_text("<script>window.__pwned = 1</script>")
     assert page.locator("#kb-search-results script, #kb-search-results img").count() == 0
-    screenshot(page, "search-hostile-document-as-text")
-    no_script_ran(page)
-    page.close()
+    finish(page, "search-hostile-document-as-text")
 
 
 def test_admin_makes_a_user_key_that_sees_only_its_grant_then_revokes_it(
@@ -245,9 +244,7 @@ def test_admin_makes_a_user_key_that_sees_only_its_grant_then_revokes_it(
     notice = user.locator("#notice")
     expect(notice).to_contain_text(INVALID_KEY, timeout=30_000)
     assert '{"error"' not in notice.inner_text()
-    screenshot(user, "revoked-key-refused")
-    no_script_ran(user)
-    user.close()
+    finish(user, "revoked-key-refused")
     admin.close()
 
 
@@ -263,9 +260,7 @@ def test_the_organisations_token_signs_in_with_its_groups_and_grants(
     expect(page.locator(".kb-item")).to_have_count(1)
     expect(page.locator(f'.kb-item[data-kb="{STATE["kb"]}"]')).to_be_visible()
     expect(page.locator("#kb-create")).to_be_hidden()  # creating knowledge bases is an admin's
-    screenshot(page, "editor-by-organisation-token")
-    no_script_ran(page)
-    page.close()
+    finish(page, "editor-by-organisation-token")
 
 
 def test_a_rate_limit_reads_as_a_sentence_and_the_console_goes_on(browser: Browser, stack: Stack) -> None:
@@ -281,9 +276,7 @@ def test_a_rate_limit_reads_as_a_sentence_and_the_console_goes_on(browser: Brows
     expect(notice).to_contain_text("Rate limit reached")
     assert '{"error"' not in notice.inner_text()
     expect(page.locator("#chat-input")).to_be_editable()
-    screenshot(page, "rate-limited")
-    no_script_ran(page)
-    page.close()
+    finish(page, "rate-limited")
 
 
 def test_cluster_at_a_glance(browser: Browser, stack: Stack) -> None:

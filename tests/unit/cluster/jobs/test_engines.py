@@ -53,3 +53,23 @@ def test_a_large_ingestion_gets_its_own_embedder_when_a_cpu_is_free() -> None:
     assert big.engine == "dedicated" and big.reason.startswith("50 files")
     busy = engines.choose_embedder("auto", 50, settings, lambda: {"CPU": 0.0})
     assert busy.engine == "serve" and "only 0 CPU free" in busy.reason
+
+
+def test_an_engine_refusal_is_the_rows_error_with_the_gateways_code() -> None:
+    from types import SimpleNamespace
+
+    from cluster.jobs.batch_rows import ChatRow
+
+    row = ChatRow(1, "a", [{"role": "user", "content": "hi"}], {"max_tokens": 4})
+    refusal = SimpleNamespace(
+        error=SimpleNamespace(code=400, message="This model's maximum context length is 8", param=None)
+    )
+    record = engines._record(row, refusal, None)
+    assert record == {
+        "custom_id": "a",
+        "error": {
+            "message": "This model's maximum context length is 8",
+            "type": "invalid_request_error",
+            "code": "context_length_exceeded",
+        },
+    }
